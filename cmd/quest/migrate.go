@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"quest/internal/store"
+)
+
+func (e environment) migrate(ctx context.Context, args []string) error {
+	fs := e.newFlags("migrate", "migrate up|status [--database-url URL] [--dir D]")
+	dbURL := fs.String("database-url", "", "the primary's URL (default $DATABASE_URL, else the local cluster's leader)")
+	dir := fs.String("dir", e.defaultStateDir(), "local cluster state directory, used when no URL is given")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || (pos[0] != "up" && pos[0] != "status") {
+		return fmt.Errorf("usage: quest migrate up|status")
+	}
+	cfg, err := e.databaseConfig(*dbURL, "", *dir)
+	if err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("migrate: DATABASE_URL: %w", err)
+	}
+	defer pool.Close()
+	return store.Migrate(ctx, pool, pos[0], e.stdout)
+}

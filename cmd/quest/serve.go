@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"quest/internal/dbrouter"
+	"quest/internal/server"
+)
+
+func (e environment) serve(ctx context.Context, args []string) error {
+	fs := e.newFlags("serve", "serve [--addr :8080] [--dir D]")
+	addr := fs.String("addr", firstNonEmpty(e.getenv("QUEST_ADDR"), ":8080"), "address to listen on ($QUEST_ADDR)")
+	dbURL := fs.String("database-url", "", "the primary's URL (default $DATABASE_URL, else the local cluster's leader)")
+	replicas := fs.String("replica-urls", "", "comma-separated replica URLs (default $REPLICA_URLS, else the local cluster's followers)")
+	dir := fs.String("dir", e.defaultStateDir(), "local cluster state directory ($QUEST_DIR)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", pos)
+	}
+	cfg, err := e.databaseConfig(*dbURL, *replicas, *dir)
+	if err != nil {
+		return err
+	}
+	key, err := e.sessionKey(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(e.stderr, nil))
+
+	router, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: cfg.DatabaseURL, ReplicaURLs: cfg.ReplicaURLs})
+	if err != nil {
+		return err
+	}
+	defer router.Close()
+	srv, err := server.New(server.Config{Router: router, Logger: logger, SessionKey: key})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *addr, err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	fmt.Fprintf(e.stdout, "Quest is serving on %s (%d replica(s)); stop with Ctrl-C\n", browseURL(ln.Addr()), len(cfg.ReplicaURLs))
+
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// Finish in-flight requests, then close the pools (deferred above).
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "Quest stopped")
+	return nil
+}
+
+// browseURL turns a listening address into a URL a person can open.
+func browseURL(a net.Addr) string {
+	host, port, _ := net.SplitHostPort(a.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() || ip.IsLoopback() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}

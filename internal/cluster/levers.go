@@ -1,0 +1,166 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The lag levers below connect as the lever role, which holds just the
+// grants it needs: a running app never needs a superuser to pull them.
+
+// Pause pauses WAL replay on a replica: it keeps receiving WAL but applies
+// none, so its data stops moving.
+func (c *Cluster) Pause(ctx context.Context, name string) error {
+	return c.onReplica(ctx, name, "pause replay on", `SELECT pg_wal_replay_pause()`)
+}
+
+// Resume resumes WAL replay on a replica.
+func (c *Cluster) Resume(ctx context.Context, name string) error {
+	return c.onReplica(ctx, name, "resume replay on", `SELECT pg_wal_replay_resume()`)
+}
+
+// MaxDelay bounds SetDelay: a longer delay is a mistake, not a lesson.
+const MaxDelay = time.Hour
+
+// SetDelay sets a replica's recovery_min_apply_delay without a restart; 0
+// removes it. It returns once the new value is in force: pg_reload_conf()
+// only signals the servers.
+func (c *Cluster) SetDelay(ctx context.Context, name string, d time.Duration) error {
+	if d < 0 || d > MaxDelay {
+		return fmt.Errorf("delay %s out of range; use 0 to %s", d, MaxDelay)
+	}
+	ms := d.Milliseconds()
+	set := fmt.Sprintf("ALTER SYSTEM SET recovery_min_apply_delay = '%dms'", ms)
+	if err := c.onReplica(ctx, name, "set the apply delay of", set, `SELECT pg_reload_conf()`); err != nil {
+		return err
+	}
+	n, _ := c.Node(name)
+	conn, err := connect(ctx, c.LeverURL(n))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var setting int64
+		// Each query lets the backend process a pending reload first.
+		err := conn.QueryRow(ctx, `SELECT setting::bigint FROM pg_settings WHERE name = 'recovery_min_apply_delay'`).Scan(&setting)
+		if err != nil {
+			return fmt.Errorf("%s: read recovery_min_apply_delay: %w", n.Name, err)
+		}
+		if setting == ms {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: recovery_min_apply_delay still %dms after reload", n.Name, setting)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// onReplica runs statements as the lever role on a node that must be a
+// replica in recovery.
+func (c *Cluster) onReplica(ctx context.Context, name, action string, stmts ...string) error {
+	n, err := c.Node(name)
+	if err != nil {
+		return err
+	}
+	if n.Leader() {
+		return fmt.Errorf("cannot %s the leader: it replays no WAL; name a replica (%s)", action, strings.Join(c.replicaNames(), ", "))
+	}
+	conn, err := connect(ctx, c.LeverURL(n))
+	if err != nil {
+		return fmt.Errorf("%s is not reachable (start it with: quest cluster start %s): %w", n.Name, n.Name, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var inRecovery bool
+	if err := conn.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
+		return fmt.Errorf("%s: %w", n.Name, err)
+	}
+	if !inRecovery {
+		return fmt.Errorf("cannot %s %s: it is not in recovery (promoted?)", action, n.Name)
+	}
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("%s: %s: %w", n.Name, s, err)
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) replicaNames() []string {
+	var names []string
+	for _, n := range c.st.Nodes[1:] {
+		names = append(names, n.Name)
+	}
+	return names
+}
+
+// Stop stops a node: a fast shutdown (the leader's walsenders first ship
+// what was committed), or an immediate one that skips the shutdown
+// checkpoint as a crash would.
+func (c *Cluster) Stop(ctx context.Context, name string, immediate bool) error {
+	n, err := c.Node(name)
+	if err != nil {
+		return err
+	}
+	return c.stopNode(ctx, n, immediate)
+}
+
+// Kill sends SIGKILL to a node's postmaster, the harshest crash. Its
+// children notice the postmaster's death and exit on their own; Start waits
+// for them.
+func (c *Cluster) Kill(ctx context.Context, name string) error {
+	n, err := c.Node(name)
+	if err != nil {
+		return err
+	}
+	pid := c.runningPID(n)
+	if pid == 0 {
+		return fmt.Errorf("%s is not running", n.Name)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill %s: %w", n.Name, err)
+	}
+	return waitGone(ctx, pid, stopTimeout)
+}
+
+// Start starts a stopped node once its old postmaster is gone. Starting a
+// running node does nothing.
+func (c *Cluster) Start(ctx context.Context, name string) error {
+	n, err := c.Node(name)
+	if err != nil {
+		return err
+	}
+	if pid := c.runningPID(n); pid > 0 {
+		c.logf("%s is already running (pid %d)", n.Name, pid)
+		return nil
+	}
+	if n.PID > 0 {
+		if err := waitGone(ctx, n.PID, stopTimeout); err != nil {
+			return fmt.Errorf("start %s: old postmaster: %w", n.Name, err)
+		}
+	}
+	// After a SIGKILL the old postmaster's children may still hold its
+	// shared memory for a moment; the new one refuses to start until they
+	// have exited.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err = c.startNode(ctx, n)
+		if err == nil || !strings.Contains(err.Error(), "pre-existing shared memory block") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	return c.save()
+}

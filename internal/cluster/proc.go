@@ -1,0 +1,183 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// osUser is the unprivileged account the servers run as. PostgreSQL
+// refuses to run as root, so a root caller switches to it for initdb,
+// pg_basebackup and pg_ctl.
+type osUser struct {
+	Name string `json:"name"`
+	UID  int    `json:"uid"`
+	GID  int    `json:"gid"`
+}
+
+// defaultServerUser is created when the caller is root and neither the
+// requested account nor "postgres" exists.
+const defaultServerUser = "quest-pg"
+
+// resolveServerUser picks the account that runs the servers: the caller
+// itself unless it is root; as root the named account, else "postgres",
+// else a system account created for the purpose.
+func resolveServerUser(ctx context.Context, name string) (osUser, error) {
+	if os.Geteuid() != 0 {
+		u, err := user.Current()
+		if err != nil {
+			return osUser{}, fmt.Errorf("look up the current user: %w", err)
+		}
+		return toOSUser(u)
+	}
+	candidates := []string{name}
+	if name == "" {
+		candidates = []string{"postgres", defaultServerUser}
+	}
+	for _, n := range candidates {
+		if u, err := user.Lookup(n); err == nil {
+			if u.Uid == "0" {
+				return osUser{}, fmt.Errorf("server user %q is root; PostgreSQL refuses to run as root", n)
+			}
+			return toOSUser(u)
+		}
+	}
+	if name != "" {
+		return osUser{}, fmt.Errorf("server user %q does not exist; create it (useradd --system %s) or leave --user empty", name, name)
+	}
+	out, err := exec.CommandContext(ctx, "useradd", "--system", "--no-create-home",
+		"--shell", "/usr/sbin/nologin", defaultServerUser).CombinedOutput()
+	if err != nil {
+		return osUser{}, fmt.Errorf("create server user %s: %v: %s", defaultServerUser, err, bytes.TrimSpace(out))
+	}
+	u, err := user.Lookup(defaultServerUser)
+	if err != nil {
+		return osUser{}, err
+	}
+	return toOSUser(u)
+}
+
+func toOSUser(u *user.User) (osUser, error) {
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return osUser{}, fmt.Errorf("user %s: uid %q", u.Username, u.Uid)
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return osUser{}, fmt.Errorf("user %s: gid %q", u.Username, u.Gid)
+	}
+	return osUser{Name: u.Username, UID: uid, GID: gid}, nil
+}
+
+// switches reports whether commands must change to the server user.
+func (u osUser) switches() bool { return os.Geteuid() != u.UID }
+
+// command prepares a PostgreSQL tool to run as the server user, from a
+// working directory that user can enter.
+func (u osUser) command(ctx context.Context, dir, bin string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C", "PGTZ=UTC")
+	if u.switches() {
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)},
+		}
+	}
+	return cmd
+}
+
+// run runs a prepared command and folds its output into the error.
+func run(cmd *exec.Cmd) error {
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(out.String())
+		if i := strings.LastIndexByte(msg, '\n'); i >= 0 && len(msg) > 400 {
+			msg = "…" + msg[i+1:]
+		}
+		return fmt.Errorf("%s: %v: %s", filepath.Base(cmd.Path), err, msg)
+	}
+	return nil
+}
+
+// chown gives a path to the server user when commands switch to it.
+func (u osUser) chown(path string) error {
+	if !u.switches() {
+		return nil
+	}
+	return os.Chown(path, u.UID, u.GID)
+}
+
+// postmasterPID reads the pid recorded in a data directory's postmaster.pid.
+func postmasterPID(dataDir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("%s/postmaster.pid: bad pid %q", dataDir, first)
+	}
+	return pid, nil
+}
+
+// isPostmaster reports whether pid is a live postmaster serving dataDir.
+// Checking the working directory (a postmaster changes into its data
+// directory) or the command line guards against a recycled pid.
+func isPostmaster(pid int, dataDir string) bool {
+	if pid <= 0 || !alive(pid) {
+		return false
+	}
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil {
+		return filepath.Clean(cwd) == filepath.Clean(dataDir)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	return bytes.Contains(cmdline, []byte(dataDir))
+}
+
+// alive reports whether pid names a process that has not exited. A zombie
+// (exited, not yet reaped by its parent) counts as gone.
+func alive(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	// The state follows the parenthesised command name.
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] != 'Z' && stat[i+2] != 'X'
+	}
+	return true
+}
+
+// waitGone waits until pid has exited.
+func waitGone(ctx context.Context, pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d still running after %s", pid, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}

@@ -1,0 +1,448 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+)
+
+// keepInStateDir lists files other parts of Quest keep in a state directory
+// before a cluster exists there; they do not make the directory foreign.
+var keepInStateDir = map[string]bool{"session.key": true}
+
+// Up brings the cluster in cfg.Dir up. A new directory gets a new cluster;
+// a directory holding a cluster has its stopped servers started again (after
+// a machine restart, say) and its running ones reused.
+func Up(ctx context.Context, cfg Config) (*Cluster, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("cluster: no state directory given")
+	}
+	abs, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 2
+	}
+	if cfg.Replicas < 1 || cfg.Replicas > 8 {
+		return nil, fmt.Errorf("--replicas %d: choose between 1 and 8", cfg.Replicas)
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	c, err := Open(abs)
+	switch {
+	case err == nil && c.st.Phase == "ready":
+		c.SetLog(cfg.Log)
+		return c, c.startAll(ctx)
+	case err == nil:
+		c.SetLog(cfg.Log)
+		c.logf("an earlier `cluster up` in %s did not finish; starting over", abs)
+		if err := c.Down(ctx, true); err != nil {
+			return nil, err
+		}
+	case !errors.Is(err, ErrNotCluster):
+		return nil, err
+	}
+	entries, err := os.ReadDir(abs)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	for _, e := range entries {
+		if !keepInStateDir[e.Name()] {
+			return nil, fmt.Errorf("%s holds files that are not a Quest cluster (%s, …); choose an empty or new directory with --dir", abs, e.Name())
+		}
+	}
+	return create(ctx, abs, cfg)
+}
+
+// create makes a new cluster. On failure it stops what it started and
+// removes what it made, leaving the state directory as it found it.
+func create(ctx context.Context, abs string, cfg Config) (_ *Cluster, err error) {
+	began := time.Now()
+	bindir := cfg.BinDir
+	if bindir == "" {
+		if bindir, err = FindBinDir(cfg.Search); err != nil {
+			return nil, err
+		}
+	} else if !hasServerTools(bindir) {
+		return nil, fmt.Errorf("%s does not hold the PostgreSQL server programs (%s)", bindir, strings.Join(serverTools, ", "))
+	}
+	version, err := serverVersion(bindir)
+	if err != nil {
+		return nil, err
+	}
+	if version < 14 {
+		return nil, fmt.Errorf("PostgreSQL %d in %s is too old; Quest needs 14 or newer", version, bindir)
+	}
+	u, err := resolveServerUser(ctx, cfg.User)
+	if err != nil {
+		return nil, err
+	}
+	ports, err := choosePorts(cfg.Port, cfg.Replicas+1)
+	if err != nil {
+		return nil, err
+	}
+	dataRoot := dataRootFor(abs, u)
+	sockDir := socketDirFor(abs, dataRoot, u)
+	if n := len(sockDir) + len("/.s.PGSQL.65535.lock"); n > 107 {
+		return nil, fmt.Errorf("socket directory %s is too long for a Unix socket (%d bytes > 107)", sockDir, n)
+	}
+
+	madeDir := false
+	if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
+		madeDir = true
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, err
+	}
+	c := &Cluster{dir: abs, log: cfg.Log, st: state{
+		Format:    stateFormat,
+		Phase:     "creating",
+		Created:   time.Now().UTC(),
+		BinDir:    bindir,
+		User:      u,
+		DataRoot:  dataRoot,
+		SocketDir: sockDir,
+		Passwords: passwords{Super: randomSecret(), App: randomSecret(), Repl: randomSecret(), Lever: randomSecret()},
+	}}
+	for i, p := range ports {
+		name := LeaderName
+		if i > 0 {
+			name = fmt.Sprintf("replica%d", i)
+		}
+		c.st.Nodes = append(c.st.Nodes, Node{Name: name, Port: p, DataDir: filepath.Join(dataRoot, name)})
+	}
+	if err := c.save(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Stop and remove only what this call made.
+		cleanup := context.WithoutCancel(ctx)
+		c.stopAll(cleanup, false)
+		os.RemoveAll(dataRoot)
+		os.RemoveAll(sockDir)
+		os.Remove(filepath.Join(abs, stateFile))
+		if madeDir {
+			os.Remove(abs)
+		}
+	}()
+
+	// A data root left behind by a state dir deleted by hand is ours by
+	// construction (its name is the state dir's hash): stop and clear it.
+	if err := clearStaleRoot(ctx, dataRoot); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{dataRoot, sockDir} {
+		// The parents (/var/lib/quest) must stay traversable by the server user.
+		if err := os.MkdirAll(filepath.Dir(d), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, err
+		}
+		if err := u.chown(d); err != nil {
+			return nil, err
+		}
+	}
+
+	leader := c.st.Nodes[0]
+	c.logf("initdb leader (PostgreSQL %d, %s, as %s)", version, bindir, u.Name)
+	if err := c.initLeader(ctx, leader); err != nil {
+		return nil, err
+	}
+	if err := c.startNode(ctx, leader); err != nil {
+		return nil, err
+	}
+	if err := c.bootstrap(ctx, leader); err != nil {
+		return nil, err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, n := range c.st.Nodes[1:] {
+		g.Go(func() error {
+			c.logf("pg_basebackup %s from leader", n.Name)
+			if err := c.baseBackup(gctx, leader, n); err != nil {
+				return err
+			}
+			return c.startNode(gctx, n)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if err := c.waitStreaming(ctx, 60*time.Second); err != nil {
+		return nil, err
+	}
+	c.st.Phase = "ready"
+	if err := c.save(); err != nil {
+		return nil, err
+	}
+	c.logf("cluster up in %.1fs: leader on 127.0.0.1:%d, %d streaming replicas", time.Since(began).Seconds(), leader.Port, len(c.st.Nodes)-1)
+	return c, nil
+}
+
+func clearStaleRoot(ctx context.Context, dataRoot string) error {
+	entries, err := os.ReadDir(dataRoot)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		dir := filepath.Join(dataRoot, e.Name())
+		if pid, err := postmasterPID(dir); err == nil && isPostmaster(pid, dir) {
+			if err := signalAndWait(ctx, pid, false); err != nil {
+				return err
+			}
+		}
+	}
+	return os.RemoveAll(dataRoot)
+}
+
+// leaderConf is appended to the leader's postgresql.conf; followers inherit
+// it through pg_basebackup and only change the port.
+const leaderConf = `
+# Added by quest cluster up.
+listen_addresses = '127.0.0.1'
+port = %d
+unix_socket_directories = '%s'
+wal_level = replica
+max_wal_senders = 16
+max_replication_slots = 16
+# A stopped follower's slot may pin at most this much WAL.
+max_slot_wal_keep_size = '1GB'
+hot_standby = on
+hot_standby_feedback = on
+# The router relies on commits being flushed locally before they return.
+synchronous_commit = on
+wal_receiver_status_interval = '1s'
+max_connections = 200
+shared_buffers = '64MB'
+`
+
+func (c *Cluster) initLeader(ctx context.Context, n Node) error {
+	u := c.st.User
+	pwfile := filepath.Join(c.st.DataRoot, "pwfile")
+	if err := os.WriteFile(pwfile, []byte(c.st.Passwords.Super+"\n"), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(pwfile)
+	if err := u.chown(pwfile); err != nil {
+		return err
+	}
+	cmd := u.command(ctx, c.st.DataRoot, filepath.Join(c.st.BinDir, "initdb"),
+		"-D", n.DataDir, "-U", SuperUser, "--pwfile", pwfile,
+		"--auth-host=scram-sha-256", "--auth-local=peer",
+		"-E", "UTF8", "--locale=C", "--no-sync")
+	if err := run(cmd); err != nil {
+		return err
+	}
+	return appendFile(n.DataDir, "postgresql.conf", fmt.Sprintf(leaderConf, n.Port, c.st.SocketDir))
+}
+
+// bootstrap creates the application, replication and lever roles and the
+// application database. The lever role may pause and resume replay and set
+// the apply delay without being a superuser.
+func (c *Cluster) bootstrap(ctx context.Context, leader Node) error {
+	conn, err := connect(ctx, c.SuperURL(leader))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	p := c.st.Passwords
+	// The passwords are hex strings generated above, safe to quote inline;
+	// role DDL takes no bind parameters.
+	stmts := []string{
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", AppRole, p.App),
+		fmt.Sprintf("GRANT pg_monitor TO %s", AppRole),
+		fmt.Sprintf("CREATE ROLE %s LOGIN REPLICATION PASSWORD '%s'", ReplRole, p.Repl),
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", LeverRole, p.Lever),
+		fmt.Sprintf("GRANT pg_monitor TO %s", LeverRole),
+		fmt.Sprintf("GRANT ALTER SYSTEM ON PARAMETER recovery_min_apply_delay TO %s", LeverRole),
+		fmt.Sprintf("CREATE DATABASE %s OWNER %s", Database, AppRole),
+	}
+	if err := execAll(ctx, conn, stmts); err != nil {
+		return err
+	}
+	// Function privileges live in each database's catalog: grant them in
+	// the database the levers connect to.
+	qconn, err := connect(ctx, pgURL(SuperUser, p.Super, leader.Port, Database))
+	if err != nil {
+		return err
+	}
+	defer qconn.Close(context.WithoutCancel(ctx))
+	return execAll(ctx, qconn, []string{
+		fmt.Sprintf("GRANT EXECUTE ON FUNCTION pg_wal_replay_pause(), pg_wal_replay_resume(), pg_reload_conf() TO %s", LeverRole),
+	})
+}
+
+func execAll(ctx context.Context, conn *pgx.Conn, stmts []string) error {
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			f := strings.Fields(s)
+			return fmt.Errorf("bootstrap %s %s: %w", f[0], f[1], err)
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) baseBackup(ctx context.Context, leader, n Node) error {
+	// application_name makes pg_stat_replication tell the followers apart;
+	// -R writes it into primary_conninfo.
+	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s application_name=%s",
+		leader.Port, ReplRole, c.st.Passwords.Repl, n.Name)
+	cmd := c.st.User.command(ctx, c.st.DataRoot, filepath.Join(c.st.BinDir, "pg_basebackup"),
+		"-D", n.DataDir, "-R", "-X", "stream", "-C", "-S", n.Name, "-c", "fast", "--no-sync", "-d", conninfo)
+	if err := run(cmd); err != nil {
+		return fmt.Errorf("%s: %w", n.Name, err)
+	}
+	return appendFile(n.DataDir, "postgresql.conf", fmt.Sprintf("port = %d\n", n.Port))
+}
+
+func appendFile(dir, name, text string) error {
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// startNode starts a node's postmaster with pg_ctl and records its pid.
+func (c *Cluster) startNode(ctx context.Context, n Node) error {
+	if err := portFree(n.Port); err != nil {
+		return fmt.Errorf("%s: %w", n.Name, err)
+	}
+	// The socket directory may be gone after a restart (it can live in /tmp).
+	if err := os.MkdirAll(c.st.SocketDir, 0o700); err == nil {
+		c.st.User.chown(c.st.SocketDir)
+	}
+	logFile := c.logFile(n)
+	cmd := c.st.User.command(ctx, c.st.DataRoot, filepath.Join(c.st.BinDir, "pg_ctl"),
+		"start", "-w", "-t", "60", "-D", n.DataDir, "-l", logFile)
+	if err := run(cmd); err != nil {
+		return fmt.Errorf("start %s: %w%s", n.Name, err, logTail(logFile))
+	}
+	pid, err := postmasterPID(n.DataDir)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", n.Name, err)
+	}
+	c.setPID(n.Name, pid)
+	return nil
+}
+
+func (c *Cluster) setPID(name string, pid int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.st.Nodes {
+		if c.st.Nodes[i].Name == name {
+			c.st.Nodes[i].PID = pid
+		}
+	}
+}
+
+func (c *Cluster) logFile(n Node) string {
+	return filepath.Join(c.st.DataRoot, n.Name+".log")
+}
+
+// logTail returns the last lines of a server log, for error messages.
+func logTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 3 {
+		lines = lines[len(lines)-3:]
+	}
+	return "; server log " + path + ": " + strings.Join(lines, " | ")
+}
+
+// waitStreaming waits until every follower streams from the leader.
+func (c *Cluster) waitStreaming(ctx context.Context, timeout time.Duration) error {
+	leader := c.st.Nodes[0]
+	conn, err := connect(ctx, c.SuperURL(leader))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	want := len(c.st.Nodes) - 1
+	deadline := time.Now().Add(timeout)
+	for {
+		var n int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'`).Scan(&n)
+		if err != nil {
+			return err
+		}
+		if n >= want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d followers streaming after %s; see the logs in %s", n, want, timeout, c.st.DataRoot)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// startAll starts every node of an existing cluster that is not running.
+func (c *Cluster) startAll(ctx context.Context) error {
+	started := 0
+	for _, n := range c.st.Nodes {
+		if pid := c.runningPID(n); pid > 0 {
+			c.setPID(n.Name, pid)
+			continue
+		}
+		c.logf("starting %s on 127.0.0.1:%d", n.Name, n.Port)
+		if err := c.startNode(ctx, n); err != nil {
+			return err
+		}
+		started++
+	}
+	if started == 0 {
+		c.logf("reusing the running cluster in %s (leader on 127.0.0.1:%d, %d replicas)", c.dir, c.st.Nodes[0].Port, len(c.st.Nodes)-1)
+	}
+	return c.save()
+}
+
+// runningPID returns the node's live postmaster pid, or 0.
+func (c *Cluster) runningPID(n Node) int {
+	if pid, err := postmasterPID(n.DataDir); err == nil && isPostmaster(pid, n.DataDir) {
+		return pid
+	}
+	if isPostmaster(n.PID, n.DataDir) {
+		return n.PID
+	}
+	return 0
+}
+
+func connect(ctx context.Context, url string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ConnectTimeout = 5 * time.Second
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to 127.0.0.1:%d as %s: %w", cfg.Port, cfg.User, err)
+	}
+	return conn, nil
+}

@@ -1,0 +1,129 @@
+// Package testcluster gives each test package one real, throwaway
+// PostgreSQL cluster — a leader and two streaming followers on free ports —
+// started in TestMain and stopped after the package's tests.
+//
+// Clusters live under .quest/test at the repository root, so `make test`
+// can sweep any that a killed test run left behind. Outside CI a machine
+// without PostgreSQL skips the tests that need it; under CI=true they fail.
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"quest/internal/cluster"
+)
+
+var (
+	shared   *cluster.Cluster
+	startErr error
+)
+
+// Main starts the package's cluster, runs its tests and stops the cluster.
+// Use it as: func TestMain(m *testing.M) { os.Exit(testcluster.Main(m)) }.
+func Main(m *testing.M) int {
+	ctx := context.Background()
+	c, err := Start(ctx, "pkg", 2)
+	if err != nil {
+		if InCI() {
+			fmt.Fprintf(os.Stderr, "testcluster: cannot start PostgreSQL (CI=true, so this fails): %v\n", err)
+			return 1
+		}
+		startErr = err
+		return m.Run()
+	}
+	shared = c
+	code := m.Run()
+	if err := c.Down(ctx, true); err != nil {
+		fmt.Fprintf(os.Stderr, "testcluster: stop: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+// Get returns the package's cluster. Without one it skips the test, or
+// fails it under CI.
+func Get(t testing.TB) *cluster.Cluster {
+	t.Helper()
+	if shared != nil {
+		return shared
+	}
+	if startErr == nil {
+		t.Fatal("testcluster.Get called without testcluster.Main in TestMain")
+	}
+	t.Skipf("no PostgreSQL cluster: %v", startErr)
+	return nil
+}
+
+// InCI reports whether the tests run under CI, where nothing may skip.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Start brings up a new cluster with the given number of followers in a
+// fresh directory under Root.
+func Start(ctx context.Context, prefix string, replicas int) (*cluster.Cluster, error) {
+	dir, err := NewDir(prefix)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	c, err := cluster.Up(ctx, cluster.Config{Dir: dir, Replicas: replicas, Port: 0})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return c, nil
+}
+
+// NewDir makes a new, empty, private (0700) directory under Root.
+func NewDir(prefix string) (string, error) {
+	root, err := Root()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", err
+	}
+	base := prefix
+	if wd, err := os.Getwd(); err == nil {
+		base = filepath.Base(wd) + "-" + prefix
+	}
+	return os.MkdirTemp(root, strings.ReplaceAll(base, string(filepath.Separator), "_")+"-")
+}
+
+// Root is .quest/test at the repository root.
+func Root() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, ".quest", "test"), nil
+		}
+		if dir == filepath.Dir(dir) {
+			return "", fmt.Errorf("no go.mod above %s", wd)
+		}
+	}
+}
+
+// Eventually polls cond every 10 ms until it returns true or the timeout
+// passes, and fails the test then. Timeouts are generous: these machines
+// are shared and noisy.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
