@@ -162,25 +162,29 @@ func create(ctx context.Context, abs string, cfg Config) (_ *Cluster, err error)
 	if err := c.initLeader(ctx, leader); err != nil {
 		return nil, err
 	}
+	c.logf("  %.1fs: starting leader", time.Since(began).Seconds())
 	if err := c.startNode(ctx, leader); err != nil {
 		return nil, err
 	}
+	c.logf("  %.1fs: creating roles and database", time.Since(began).Seconds())
 	if err := c.bootstrap(ctx, leader); err != nil {
 		return nil, err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, n := range c.st.Nodes[1:] {
 		g.Go(func() error {
-			c.logf("pg_basebackup %s from leader", n.Name)
+			c.logf("  %.1fs: pg_basebackup %s from leader", time.Since(began).Seconds(), n.Name)
 			if err := c.baseBackup(gctx, leader, n); err != nil {
 				return err
 			}
+			c.logf("  %.1fs: starting %s", time.Since(began).Seconds(), n.Name)
 			return c.startNode(gctx, n)
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	c.logf("  %.1fs: waiting for the followers to stream", time.Since(began).Seconds())
 	if err := c.waitStreaming(ctx, 60*time.Second); err != nil {
 		return nil, err
 	}
@@ -211,26 +215,30 @@ func clearStaleRoot(ctx context.Context, dataRoot string) error {
 	return os.RemoveAll(dataRoot)
 }
 
-// leaderConf is appended to the leader's postgresql.conf; followers inherit
-// it through pg_basebackup and only change the port.
-const leaderConf = `
-# Added by quest cluster up.
-listen_addresses = '127.0.0.1'
-port = %d
-unix_socket_directories = '%s'
-wal_level = replica
-max_wal_senders = 16
-max_replication_slots = 16
-# A stopped follower's slot may pin at most this much WAL.
-max_slot_wal_keep_size = '1GB'
-hot_standby = on
-hot_standby_feedback = on
-# The router relies on commits being flushed locally before they return.
-synchronous_commit = on
-wal_receiver_status_interval = '1s'
-max_connections = 200
-shared_buffers = '64MB'
-`
+// sharedSettings are appended to the leader's postgresql.conf; followers
+// inherit them through pg_basebackup and change only the port.
+// postgres_leader/quest.conf gives the docker-compose leader the same
+// settings (a test checks).
+var sharedSettings = []string{
+	"wal_level = replica",
+	"max_wal_senders = 16",
+	"max_replication_slots = 16",
+	"max_slot_wal_keep_size = '1GB'", // a stopped follower's slot pins at most this much WAL
+	"hot_standby = on",
+	"hot_standby_feedback = on",
+	"synchronous_commit = on", // the router relies on commits flushed before they return
+	"wal_receiver_status_interval = '1s'",
+	"max_connections = 200",
+	"shared_buffers = '64MB'",
+}
+
+// LeaderSettings returns the postgresql.conf lines every node shares.
+func LeaderSettings() []string { return append([]string(nil), sharedSettings...) }
+
+func leaderConf(port int, socketDir string) string {
+	return fmt.Sprintf("\n# Added by quest cluster up.\nlisten_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\n%s\n",
+		port, socketDir, strings.Join(sharedSettings, "\n"))
+}
 
 func (c *Cluster) initLeader(ctx context.Context, n Node) error {
 	u := c.st.User
@@ -249,7 +257,7 @@ func (c *Cluster) initLeader(ctx context.Context, n Node) error {
 	if err := run(cmd); err != nil {
 		return err
 	}
-	return appendFile(n.DataDir, "postgresql.conf", fmt.Sprintf(leaderConf, n.Port, c.st.SocketDir))
+	return appendFile(n.DataDir, "postgresql.conf", leaderConf(n.Port, c.st.SocketDir))
 }
 
 // bootstrap creates the application, replication and lever roles and the

@@ -12,7 +12,7 @@ type NodeInfo struct {
 	Reachable  bool
 	Err        string
 	InRecovery bool
-	Position   string // flush position on a primary, replay position on a replica
+	Position   string        // flush position on a primary, replay position on a replica
 	PauseState string        // replicas only
 	ApplyDelay time.Duration // recovery_min_apply_delay
 }

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"quest/internal/cluster"
+	"quest/internal/testcluster"
+)
+
+func TestMain(m *testing.M) { os.Exit(testcluster.Main(m)) }
+
+// quest runs the command as main would, with env as its whole environment.
+func quest(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	getenv := func(k string) string { return env[k] }
+	err = run(context.Background(), args, getenv, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestCommandLineErrorsAreOneLine(t *testing.T) {
+	c := testcluster.Get(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	taken := l.Addr().(*net.TCPAddr).Port
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	replicaEnv := map[string]string{"DATABASE_URL": c.ReplicaURLs()[0]}
+
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unknown command", nil, []string{"fly"}, `unknown command "fly"`},
+		{"unknown action", nil, []string{"cluster", "explode", "--dir", c.Dir()}, `unknown cluster action "explode"`},
+		{"taken port", nil, []string{"cluster", "up", "--dir", fresh, "--port", strconv.Itoa(taken)}, "already in use"},
+		{"pause without node", nil, []string{"cluster", "pause", "--dir", c.Dir()}, "cluster pause takes 1 argument(s), got 0"},
+		{"pause unknown node", nil, []string{"cluster", "pause", "replica7", "--dir", c.Dir()}, `unknown node "replica7"`},
+		{"pause the leader, flag first", nil, []string{"cluster", "pause", "--dir", c.Dir(), "leader"}, "cannot pause replay on the leader"},
+		{"bad delay", nil, []string{"cluster", "delay", "replica1", "soon", "--dir", c.Dir()}, `invalid duration "soon"`},
+		{"no cluster", nil, []string{"cluster", "status", "--dir", fresh}, "no Quest cluster here"},
+		{"migrate a replica", replicaEnv, []string{"migrate", "up"}, "is a replica (in recovery); migrations run on the primary only"},
+		{"migrate without database", nil, []string{"migrate", "up", "--dir", fresh}, "no database: set DATABASE_URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := quest(t, tt.env, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error spans several lines: %q", err)
+			}
+		})
+	}
+	if _, err := os.Stat(fresh); err == nil {
+		t.Fatalf("a failed command left %s behind", fresh)
+	}
+}
+
+func TestEnvPrintsShellLines(t *testing.T) {
+	c := testcluster.Get(t)
+	out, _, err := quest(t, nil, "cluster", "env", "--dir", c.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "DATABASE_URL='" + c.PrimaryURL() + "'\nREPLICA_URLS='" + strings.Join(c.ReplicaURLs(), ",") + "'\n"
+	if out != want {
+		t.Fatalf("env printed\n%s\nwant\n%s", out, want)
+	}
+	// A shell can eval it.
+	sh := exec.Command("sh", "-c", `eval "$(cat)"; printf '%s\n%s' "$DATABASE_URL" "$REPLICA_URLS"`)
+	sh.Stdin = strings.NewReader(out)
+	got, err := sh.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != c.PrimaryURL()+"\n"+strings.Join(c.ReplicaURLs(), ",") {
+		t.Fatalf("after eval: %q", got)
+	}
+}
+
+func TestStatusShowsStreamingFollowers(t *testing.T) {
+	c := testcluster.Get(t)
+	out, _, err := quest(t, nil, "cluster", "status", "--dir", c.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, re := range []string{
+		`(?m)^leader\s+\d+\s+\d+\s+up\s+primary\s`,
+		`(?m)^replica1\s+\d+\s+\d+\s+up\s+replica\s+\S+\s+not paused`,
+		`(?m)^\d+\s+quest_replicator\s+replica1\s+streaming\s+async`,
+		`(?m)^\d+\s+quest_replicator\s+replica2\s+streaming\s+async`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("status output lacks %s:\n%s", re, out)
+		}
+	}
+}
+
+// TestServeListsNodes runs migrate and serve as make run does, then reads
+// the home page and /healthz, and stops the server with its context.
+func TestServeListsNodes(t *testing.T) {
+	c := testcluster.Get(t)
+	env := map[string]string{"QUEST_DIR": c.Dir()}
+	if _, _, err := quest(t, env, "migrate", "up"); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := quest(t, env, "migrate", "status")
+	if err != nil || !strings.Contains(out, "00001_users.sql") || !strings.Contains(out, "applied") {
+		t.Fatalf("migrate status: %v\n%s", err, out)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, pw, io.Discard)
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("serve printed nothing: %v", err)
+	}
+	go io.Copy(io.Discard, pr)
+	m := regexp.MustCompile(`http://localhost:\d+`).FindString(line)
+	if m == "" {
+		t.Fatalf("serve did not print its URL: %q", line)
+	}
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve returned %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("serve did not stop")
+		}
+	}()
+
+	body := get(t, m+"/")
+	for _, want := range []string{"primary", "replica1", "replica2"} {
+		if !strings.Contains(body, "<td>"+want+"</td>") {
+			t.Errorf("home page does not list %s", want)
+		}
+	}
+	if n := strings.Count(body, "streaming (async)"); n != 2 {
+		t.Errorf("home page shows %d streaming followers, want 2", n)
+	}
+	if h := get(t, m+"/healthz"); !strings.Contains(h, `"replica2":"replica"`) {
+		t.Errorf("/healthz = %s", h)
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d\n%s", url, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// TestComposeMatchesLauncher validates docker-compose.yml with
+// docker-compose itself and checks that the leader's image sets what the
+// local launcher sets.
+func TestComposeMatchesLauncher(t *testing.T) {
+	bin, err := exec.LookPath("docker-compose")
+	if err != nil {
+		if testcluster.InCI() {
+			t.Fatal("docker-compose is not installed (CI=true, so this fails; .ci/run installs it)")
+		}
+		t.Skip("docker-compose is not installed")
+	}
+	out, err := exec.Command(bin, "-f", "../../docker-compose.yml", "config").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, out)
+	}
+	config := string(out)
+	for _, svc := range []string{"leader:", "replica1:", "replica2:", "app:"} {
+		if !strings.Contains(config, svc) {
+			t.Errorf("compose config lacks service %s", svc)
+		}
+	}
+	published := regexp.MustCompile(`(?m)^\s*-\s+(\S+)/tcp$`).FindAllStringSubmatch(config, -1)
+	if len(published) != 4 {
+		t.Errorf("compose publishes %d ports, want 4 (leader, two replicas, app)", len(published))
+	}
+	for _, p := range published {
+		if !strings.HasPrefix(p[1], "127.0.0.1:") {
+			t.Errorf("compose publishes %s beyond 127.0.0.1", p[1])
+		}
+	}
+	leaderFiles, err := filepath.Glob("../../postgres_leader/*")
+	if err != nil || len(leaderFiles) == 0 {
+		t.Fatalf("no postgres_leader files: %v", err)
+	}
+	var leaderText strings.Builder
+	for _, f := range leaderFiles {
+		b, _ := os.ReadFile(f)
+		leaderText.Write(b)
+	}
+	for _, setting := range cluster.LeaderSettings() {
+		if !strings.Contains(leaderText.String(), setting) {
+			t.Errorf("postgres_leader does not set %q as the local launcher does", setting)
+		}
+	}
+}
