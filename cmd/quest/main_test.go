@@ -229,3 +229,10 @@ func TestComposeMatchesLauncher(t *testing.T) {
 		}
 	}
 }
+
+func TestServeRefusesBadStrategy(t *testing.T) {
+	_, _, err := quest(t, map[string]string{"QUEST_STRATEGY": "fastest"}, "serve", "--addr", "127.0.0.1:0")
+	if err == nil || !strings.Contains(err.Error(), `unknown strategy "fastest"; choose one of primary, random, pin-own, sticky, timed, causal`) {
+		t.Fatalf("err = %v", err)
+	}
+}

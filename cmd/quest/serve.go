@@ -19,12 +19,25 @@ func (e environment) serve(ctx context.Context, args []string) error {
 	dbURL := fs.String("database-url", "", "the primary's URL (default $DATABASE_URL, else the local cluster's leader)")
 	replicas := fs.String("replica-urls", "", "comma-separated replica URLs (default $REPLICA_URLS, else the local cluster's followers)")
 	dir := fs.String("dir", e.defaultStateDir(), "local cluster state directory ($QUEST_DIR)")
+	strategy := fs.String("strategy", firstNonEmpty(e.getenv("QUEST_STRATEGY"), "causal"),
+		"read routing strategy at start: primary, random, pin-own, sticky, timed or causal ($QUEST_STRATEGY)")
+	timedDelay := fs.Duration("timed-delay", 2*time.Second, "timed: how long after a write a session reads from the primary")
+	poll := fs.Duration("poll-interval", 100*time.Millisecond, "how often the lag tracker polls each node")
+	maxLag := fs.Duration("max-lag", 30*time.Second, "a replica further behind than this gets no reads")
+	maxLagMB := fs.Int64("max-lag-mb", 64, "a replica further behind than this many MB gets no reads")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", pos)
+	}
+	strat, err := dbrouter.ParseStrategy(*strategy)
+	if err != nil {
+		return err
+	}
+	if *timedDelay <= 0 || *poll <= 0 || *maxLag <= 0 || *maxLagMB <= 0 {
+		return fmt.Errorf("--timed-delay, --poll-interval, --max-lag and --max-lag-mb must be positive")
 	}
 	cfg, err := e.databaseConfig(*dbURL, *replicas, *dir)
 	if err != nil {
@@ -36,7 +49,16 @@ func (e environment) serve(ctx context.Context, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(e.stderr, nil))
 
-	router, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: cfg.DatabaseURL, ReplicaURLs: cfg.ReplicaURLs})
+	router, err := dbrouter.New(ctx, dbrouter.Config{
+		PrimaryURL:   cfg.DatabaseURL,
+		ReplicaURLs:  cfg.ReplicaURLs,
+		Strategy:     strat,
+		TimedDelay:   *timedDelay,
+		PollInterval: *poll,
+		MaxLag:       *maxLag,
+		MaxLagBytes:  *maxLagMB << 20,
+		Logger:       logger,
+	})
 	if err != nil {
 		return err
 	}
@@ -58,7 +80,7 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	fmt.Fprintf(e.stdout, "Quest is serving on %s (%d replica(s)); stop with Ctrl-C\n", browseURL(ln.Addr()), len(cfg.ReplicaURLs))
+	fmt.Fprintf(e.stdout, "Quest is serving on %s (%d replica(s), strategy %s); stop with Ctrl-C\n", browseURL(ln.Addr()), len(cfg.ReplicaURLs), strat)
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

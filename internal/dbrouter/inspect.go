@@ -70,16 +70,18 @@ const ReplicationQuery = `
 func (r *Router) Inspect(ctx context.Context) ClusterView {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	nodes := r.Nodes()
-	view := ClusterView{Nodes: make([]NodeInfo, len(nodes))}
+	// The tracker's pools: status pages do not compete with requests for
+	// connections, nor count in the round-trip counters.
+	pools := r.tracker.pools
+	view := ClusterView{Nodes: make([]NodeInfo, len(pools))}
 	var wg sync.WaitGroup
-	for i, n := range nodes {
+	for i, pool := range pools {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			info := NodeInfo{Name: n.Name}
+			info := NodeInfo{Name: r.nodes[i].Name}
 			var pos *string
-			err := n.Pool.QueryRow(ctx, nodeQuery).Scan(&info.InRecovery, &pos, &info.PauseState, &info.ApplyDelay)
+			err := pool.QueryRow(ctx, nodeQuery).Scan(&info.InRecovery, &pos, &info.PauseState, &info.ApplyDelay)
 			if err != nil {
 				info.Err = err.Error()
 			} else {
@@ -94,7 +96,7 @@ func (r *Router) Inspect(ctx context.Context) ClusterView {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		rows, err := r.primary.Pool.Query(ctx, ReplicationQuery)
+		rows, err := pools[0].Query(ctx, ReplicationQuery)
 		if err != nil {
 			view.ReplErr = err.Error()
 			return

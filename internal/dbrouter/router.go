@@ -1,108 +1,217 @@
 // Package dbrouter owns Quest's connection pools — one for the primary and
-// one per replica — and decides which node serves each read. It knows pgx
-// and nothing of HTTP.
+// one per replica — and runs every query on the node its strategy picks:
+// reads through Read, writes through Write. A background tracker polls the
+// nodes for health and replication lag; routing itself only reads the
+// tracker's last snapshot, so it adds no query to a request. The package
+// knows pgx and nothing of HTTP.
 package dbrouter
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Config says where the nodes are.
+// maxNodes bounds the primary plus its replicas, so routing works on
+// fixed-size arrays and allocates nothing.
+const maxNodes = 9
+
+// Config configures a Router. Zero values mean the defaults.
 type Config struct {
 	PrimaryURL  string
 	ReplicaURLs []string
-	MaxConns    int32 // per pool; 0 means 10
+	MaxConns    int32 // per pool; default 10
+
+	Strategy     Strategy      // in force at start (the zero value is Primary)
+	TimedDelay   time.Duration // Timed: how long after a write reads stay on the primary; default 2 s
+	PollInterval time.Duration // tracker; default 100 ms
+	MaxLag       time.Duration // a replica further behind gets no reads; default 30 s
+	MaxLagBytes  int64         // the same in bytes; default 64 MB
+
+	// Rand picks random replicas; tests pass a seeded source to make
+	// anomalies deterministic. Default: a randomly seeded PCG.
+	Rand *rand.Rand
+	// Logger receives routing failures; default discards.
+	Logger *slog.Logger
 }
 
 // Node is one database server with its pool.
 type Node struct {
 	Name string // "primary", "replica1", …
 	Pool *pgxpool.Pool
+
+	index int
+	seed  uint64 // the node's rendezvous identity, from its name
 }
 
-// Router holds the pools.
+// Router routes reads and writes over the nodes.
 type Router struct {
-	primary  *Node
-	replicas []*Node
+	nodes      []*Node // 0 is the primary
+	strategy   atomic.Uint32
+	timedDelay time.Duration
+	log        *slog.Logger
+
+	randMu sync.Mutex
+	rand   *rand.Rand
+
+	snap    atomic.Pointer[snapshot]
+	tracker *tracker
+	counts  counters
 }
 
-// New creates the pools. It does not wait for any node: a node that is
-// down at start is simply unreachable until it comes up.
+// ErrReadOnly is returned by Write when the primary cannot take writes.
+var ErrReadOnly = errors.New("the primary is unreachable: Quest is read-only right now")
+
+// New creates the pools, polls every node once and starts the tracker. It
+// does not fail for a node that is down: that node gets no reads until it
+// comes up.
 func New(ctx context.Context, cfg Config) (*Router, error) {
 	if cfg.PrimaryURL == "" {
 		return nil, errors.New("dbrouter: no primary URL")
 	}
-	r := &Router{}
-	var err error
-	if r.primary, err = newNode(ctx, "primary", cfg.PrimaryURL, cfg.MaxConns); err != nil {
-		return nil, err
+	if len(cfg.ReplicaURLs) > maxNodes-1 {
+		return nil, fmt.Errorf("dbrouter: %d replicas; at most %d are supported", len(cfg.ReplicaURLs), maxNodes-1)
 	}
-	for i, u := range cfg.ReplicaURLs {
-		n, err := newNode(ctx, fmt.Sprintf("replica%d", i+1), u, cfg.MaxConns)
+	if cfg.Strategy >= numStrategies {
+		return nil, fmt.Errorf("dbrouter: unknown strategy %d", cfg.Strategy)
+	}
+	cfg = withDefaults(cfg)
+	r := &Router{timedDelay: cfg.TimedDelay, log: cfg.Logger, rand: cfg.Rand}
+	r.strategy.Store(uint32(cfg.Strategy))
+	t := &tracker{r: r, interval: cfg.PollInterval, maxBytes: cfg.MaxLagBytes, maxLag: cfg.MaxLag}
+	r.tracker = t
+	urls := append([]string{cfg.PrimaryURL}, cfg.ReplicaURLs...)
+	for i, u := range urls {
+		name := "primary"
+		if i > 0 {
+			name = fmt.Sprintf("replica%d", i)
+		}
+		n, err := r.newNode(ctx, i, name, u, cfg.MaxConns)
 		if err != nil {
 			r.Close()
 			return nil, err
 		}
-		r.replicas = append(r.replicas, n)
+		r.nodes = append(r.nodes, n)
+		poll, err := newPool(ctx, name, u, 2, nil)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		t.pools = append(t.pools, poll)
+		t.health = append(t.health, Health{Name: name})
 	}
+	r.snap.Store(&snapshot{})
+	t.start(ctx)
 	return r, nil
 }
 
-func newNode(ctx context.Context, name, url string, maxConns int32) (*Node, error) {
+func withDefaults(cfg Config) Config {
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 10
+	}
+	if cfg.TimedDelay <= 0 {
+		cfg.TimedDelay = 2 * time.Second
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 100 * time.Millisecond
+	}
+	if cfg.MaxLag <= 0 {
+		cfg.MaxLag = 30 * time.Second
+	}
+	if cfg.MaxLagBytes <= 0 {
+		cfg.MaxLagBytes = 64 << 20
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg
+}
+
+func (r *Router) newNode(ctx context.Context, i int, name, url string, maxConns int32) (*Node, error) {
+	pool, err := newPool(ctx, name, url, maxConns, &roundTripTracer{n: &r.counts.roundTrips[i]})
+	if err != nil {
+		return nil, err
+	}
+	return &Node{Name: name, Pool: pool, index: i, seed: nodeSeed(name)}, nil
+}
+
+func newPool(ctx context.Context, name, url string, maxConns int32, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("dbrouter: %s URL: %w", name, redact(err))
+		return nil, fmt.Errorf("dbrouter: %s URL: %w", name, err)
 	}
 	// A commit must be flushed locally before it returns: the position a
 	// session remembers after a write depends on it.
 	pc.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
-	pc.ConnConfig.RuntimeParams["application_name"] = "quest"
+	if pc.ConnConfig.RuntimeParams["application_name"] == "" {
+		pc.ConnConfig.RuntimeParams["application_name"] = "quest"
+	}
 	if pc.ConnConfig.ConnectTimeout == 0 {
 		pc.ConnConfig.ConnectTimeout = 3 * time.Second
 	}
-	if maxConns > 0 {
-		pc.MaxConns = maxConns
-	} else {
-		pc.MaxConns = 10
-	}
+	pc.ConnConfig.Tracer = tracer
+	pc.MaxConns = maxConns
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("dbrouter: %s: %w", name, err)
 	}
-	return &Node{Name: name, Pool: pool}, nil
-}
-
-// redact keeps a password in a malformed URL out of error messages.
-func redact(err error) error {
-	msg := err.Error()
-	if i := strings.Index(msg, "://"); i >= 0 {
-		if j := strings.LastIndex(msg, "@"); j > i {
-			msg = msg[:i+3] + "…" + msg[j:]
-		}
-	}
-	return errors.New(msg)
+	return pool, nil
 }
 
 // Primary returns the primary node.
-func (r *Router) Primary() *Node { return r.primary }
+func (r *Router) Primary() *Node { return r.nodes[0] }
 
 // Replicas returns the replica nodes in order.
-func (r *Router) Replicas() []*Node { return r.replicas }
+func (r *Router) Replicas() []*Node { return r.nodes[1:] }
 
 // Nodes returns every node, primary first.
-func (r *Router) Nodes() []*Node { return append([]*Node{r.primary}, r.replicas...) }
+func (r *Router) Nodes() []*Node { return append([]*Node(nil), r.nodes...) }
 
-// Close closes every pool.
+// Strategy returns the strategy in force.
+func (r *Router) Strategy() Strategy { return Strategy(r.strategy.Load()) }
+
+// SetStrategy switches the strategy for every request from now on.
+func (r *Router) SetStrategy(s Strategy) error {
+	if s >= numStrategies {
+		return fmt.Errorf("dbrouter: unknown strategy %d", s)
+	}
+	r.strategy.Store(uint32(s))
+	return nil
+}
+
+// Close stops the tracker and closes every pool.
 func (r *Router) Close() {
-	for _, n := range r.Nodes() {
-		if n != nil {
-			n.Pool.Close()
-		}
+	if r.tracker != nil {
+		r.tracker.close()
+	}
+	for _, n := range r.nodes {
+		n.Pool.Close()
 	}
 }
+
+// roundTripTracer counts round trips to one node: a query, or a whole
+// batch, is one.
+type roundTripTracer struct{ n *atomic.Int64 }
+
+func (t *roundTripTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	t.n.Add(1)
+	return ctx
+}
+func (t *roundTripTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (t *roundTripTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	t.n.Add(1)
+	return ctx
+}
+func (t *roundTripTracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (t *roundTripTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}

@@ -11,21 +11,24 @@ import (
 // and, for a replica, its row in the primary's pg_stat_replication.
 type homeNode struct {
 	dbrouter.NodeInfo
-	Stream *dbrouter.ReplicationRow
+	Stream  *dbrouter.ReplicationRow
+	Tracked dbrouter.Health // the router's view, from its lag tracker
 }
 
 type homePage struct {
-	Nodes   []homeNode
-	ReplErr string
+	Strategy dbrouter.Strategy
+	Nodes    []homeNode
+	ReplErr  string
 }
 
 // handleHome lists the nodes with their role and replication state. It is
 // a page about the cluster itself: it asks every node directly.
 func (s *Server) handleHome(w http.ResponseWriter, r *http.Request) {
 	view := s.router.Inspect(r.Context())
-	page := homePage{ReplErr: view.ReplErr}
-	for _, n := range view.Nodes {
-		hn := homeNode{NodeInfo: n}
+	health := s.router.Health()
+	page := homePage{Strategy: s.router.Strategy(), ReplErr: view.ReplErr}
+	for i, n := range view.Nodes {
+		hn := homeNode{NodeInfo: n, Tracked: health[i]}
 		for i := range view.Replication {
 			if view.Replication[i].AppName == n.Name {
 				hn.Stream = &view.Replication[i]

@@ -1,0 +1,142 @@
+package dbrouter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ReadFunc queues a read's queries on b, each with a callback that scans
+// its result. The router may add statements around them, and may call the
+// function again with a new batch to run the read on another node, so it
+// must reset whatever its callbacks fill.
+type ReadFunc func(b *pgx.Batch)
+
+// Read runs a read with the strategy in force. The node is picked from
+// memory; the read is one round trip (one batch); a node that fails during
+// it is forgotten and the read is retried once on the next candidate.
+func (r *Router) Read(ctx context.Context, intent Intent, fn ReadFunc) error {
+	return r.ReadWith(ctx, r.Strategy(), intent, fn)
+}
+
+// ReadWith runs a read with the given strategy, whatever is in force
+// (session lookups, say, which must route causally).
+func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn ReadFunc) error {
+	st := StateFrom(ctx)
+	var p plan
+	snap := r.snap.Load()
+	r.decide(st, intent, s, time.Now(), snap, &p)
+	reason := p.reason
+	var err error
+	for k := 0; k < p.n && k < 2; k++ {
+		i := int(p.nodes[k])
+		node := r.nodes[i]
+		b := &pgx.Batch{}
+		fn(b)
+		if b.Len() == 0 {
+			return nil
+		}
+		err = node.Pool.SendBatch(ctx, b).Close()
+		if err == nil {
+			r.record(ctx, Decision{Node: node.Name, Strategy: s, Intent: intent, Reason: reason,
+				Lag: snap.nodes[i].Lag, LagBytes: snap.nodes[i].LagBytes})
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		switch {
+		case nodeFailed(err):
+			r.tracker.forget(i, err)
+		case i > 0 && isCode(err, "40001"):
+			// A hot-standby recovery conflict: the node is fine, the read
+			// lost a race with replay. Try elsewhere.
+		default:
+			return err
+		}
+		r.log.WarnContext(ctx, "read failed on a node; retrying", "node", node.Name, "err", err)
+		reason = ReasonRetried
+	}
+	return fmt.Errorf("dbrouter: read failed on every candidate: %w", err)
+}
+
+// Mark is what a session must remember of a committed write.
+type Mark struct {
+	At time.Time
+}
+
+// Write runs fn in a transaction on the primary and commits it. The
+// session state in ctx, if any, learns of the write. When the primary is
+// unreachable it fails at once with an error wrapping ErrReadOnly. A write
+// is retried only when pgconn proves nothing reached the server.
+func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) (Mark, error) {
+	primary := r.nodes[0]
+	if r.snap.Load().primaryDown {
+		return Mark{}, ErrReadOnly
+	}
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		err = pgx.BeginFunc(ctx, primary.Pool, fn)
+		if err == nil || !pgconn.SafeToRetry(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		if ctx.Err() == nil && nodeFailed(err) {
+			r.tracker.forget(0, err)
+			return Mark{}, fmt.Errorf("%w (%v)", ErrReadOnly, err)
+		}
+		if isCode(err, "25006") { // read_only_sql_transaction: the "primary" is a standby
+			return Mark{}, fmt.Errorf("%w (%v)", ErrReadOnly, err)
+		}
+		return Mark{}, err
+	}
+	m := Mark{At: time.Now()}
+	if st := StateFrom(ctx); st != nil && m.At.After(st.LastWrite) {
+		st.LastWrite = m.At
+		st.changed = true
+	}
+	r.record(ctx, Decision{Node: primary.Name, Strategy: r.Strategy(), Reason: ReasonPrimaryOnly, Write: true})
+	return m, nil
+}
+
+func (r *Router) record(ctx context.Context, d Decision) {
+	TraceFrom(ctx).add(d)
+	if d.Write {
+		return
+	}
+	for i, n := range r.nodes {
+		if n.Name == d.Node {
+			r.counts.reads[i][d.Strategy][d.Reason].Add(1)
+			return
+		}
+	}
+}
+
+// nodeFailed reports whether err means the node itself failed — the
+// connection broke or could not be made, or the server is shutting down —
+// rather than the query.
+func nodeFailed(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") ||
+			pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		pgconn.SafeToRetry(err) || strings.Contains(err.Error(), "conn closed")
+}
+
+func isCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
+}

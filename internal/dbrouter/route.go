@@ -1,0 +1,152 @@
+package dbrouter
+
+import (
+	"encoding/binary"
+	"sync"
+	"time"
+
+	"github.com/spaolacci/murmur3"
+)
+
+// plan is the ordered list of nodes a read may try: the first is where
+// the strategy sends it, the rest are where it moves if that node fails.
+type plan struct {
+	nodes  [maxNodes]uint8
+	n      int
+	reason Reason
+}
+
+func (p *plan) add(i int) {
+	for _, j := range p.nodes[:p.n] {
+		if int(j) == i {
+			return
+		}
+	}
+	p.nodes[p.n] = uint8(i)
+	p.n++
+}
+
+// nodeSeed is a node's identity in rendezvous hashing: removing one
+// replica changes no other replica's weights.
+func nodeSeed(name string) uint64 {
+	return murmur3.Sum64([]byte(name))
+}
+
+var keyPool = sync.Pool{New: func() any { return new([16]byte) }}
+
+// rendezvous fills order with the replica indexes (1…) sorted by their
+// highest-random-weight for the session, best first.
+func (r *Router) rendezvous(session uint64, order *[maxNodes]uint8) int {
+	var weights [maxNodes]uint64
+	// murmur3 keeps its input on the heap; a pooled buffer keeps the
+	// decision free of allocations.
+	key := keyPool.Get().(*[16]byte)
+	defer keyPool.Put(key)
+	binary.LittleEndian.PutUint64(key[:8], session)
+	n := 0
+	for _, node := range r.nodes[1:] {
+		binary.LittleEndian.PutUint64(key[8:], node.seed)
+		w := murmur3.Sum64(key[:])
+		// Insertion sort: a handful of replicas.
+		j := n
+		for j > 0 && weights[j-1] < w {
+			weights[j], order[j] = weights[j-1], order[j-1]
+			j--
+		}
+		weights[j], order[j] = w, uint8(node.index)
+		n++
+	}
+	return n
+}
+
+// decide plans a read. It reads only memory: the tracker's snapshot and
+// the session's state.
+func (r *Router) decide(st *State, intent Intent, s Strategy, now time.Time, snap *snapshot, p *plan) {
+	var order [maxNodes]uint8
+	var session uint64
+	if st != nil {
+		session = st.Session
+	}
+	nr := r.rendezvous(session, &order)
+
+	// preferred: the node the strategy wants; 0 means the primary.
+	preferred, reason := -1, ReasonPrimaryOnly
+	switch {
+	case s == Primary:
+		preferred = 0
+	case (s == PinOwn || s == Sticky || s == Causal) && intent == Own:
+		preferred, reason = 0, ReasonOwnData
+	case s == Timed && st != nil && !st.LastWrite.IsZero() && now.Sub(st.LastWrite) < r.timedDelay:
+		preferred, reason = 0, ReasonRecentWrite
+	case s == Sticky || s == Causal:
+		// The session's replica, or the next in rendezvous order.
+		reason = ReasonSticky
+		for k := 0; k < nr; k++ {
+			i := int(order[k])
+			if snap.usable(i) {
+				preferred = i
+				break
+			}
+			if k == 0 {
+				reason = fallbackReason(snap.nodes[i].Excluded)
+			}
+		}
+	default: // Random, PinOwn and Timed for shared data, Timed after its delay
+		reason = ReasonRandom
+		var usable [maxNodes]uint8
+		k := 0
+		for i := 1; i <= nr; i++ {
+			if snap.usable(i) {
+				usable[k] = uint8(i)
+				k++
+			}
+		}
+		if k > 0 {
+			preferred = int(usable[r.intn(k)])
+		} else if nr > 0 {
+			reason = fallbackReason(snap.nodes[order[0]].Excluded)
+		}
+	}
+	if preferred < 0 { // no usable replica
+		preferred = 0
+	}
+	if preferred == 0 && snap.primaryDown && reason != ReasonFallbackLag && reason != ReasonFallbackDown {
+		// The primary is gone: reads move to the replicas.
+		for k := 0; k < nr; k++ {
+			if i := int(order[k]); snap.usable(i) {
+				preferred, reason = i, ReasonFallbackDown
+				break
+			}
+		}
+	}
+	p.n, p.reason = 0, reason
+	p.add(preferred)
+	for k := 0; k < nr; k++ {
+		if i := int(order[k]); snap.usable(i) {
+			p.add(i)
+		}
+	}
+	if !snap.primaryDown {
+		p.add(0)
+	}
+	if p.n == 1 && preferred == 0 && snap.primaryDown {
+		// Nothing is known to work: try the replicas anyway, in rendezvous order.
+		for k := 0; k < nr; k++ {
+			p.add(int(order[k]))
+		}
+	}
+}
+
+func fallbackReason(e Exclusion) Reason {
+	if e == Lagging {
+		return ReasonFallbackLag
+	}
+	return ReasonFallbackDown
+}
+
+func (r *Router) intn(n int) int {
+	r.randMu.Lock()
+	v := r.rand.IntN(n)
+	r.randMu.Unlock()
+	return v
+}

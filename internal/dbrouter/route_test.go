@@ -1,0 +1,153 @@
+package dbrouter
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// offlineRouter builds a router over named replicas without any database:
+// enough for the routing decision, which reads only memory.
+func offlineRouter(replicas ...string) *Router {
+	r := &Router{timedDelay: 2 * time.Second, rand: rand.New(rand.NewPCG(1, 2))}
+	r.nodes = append(r.nodes, &Node{Name: "primary", index: 0, seed: nodeSeed("primary")})
+	for i, name := range replicas {
+		r.nodes = append(r.nodes, &Node{Name: name, index: i + 1, seed: nodeSeed(name)})
+	}
+	snap := &snapshot{}
+	for i, n := range r.nodes {
+		snap.nodes[i] = Health{Name: n.Name, Up: true, InRecovery: i > 0}
+	}
+	r.snap.Store(snap)
+	return r
+}
+
+func stickyNode(r *Router, session uint64) string {
+	var p plan
+	r.decide(&State{Session: session}, Shared, Sticky, time.Now(), r.snap.Load(), &p)
+	return r.nodes[p.nodes[0]].Name
+}
+
+func TestRendezvousSpreadsEvenly(t *testing.T) {
+	r := offlineRouter("replica1", "replica2", "replica3")
+	const sessions = 10000
+	counts := map[string]int{}
+	for s := uint64(1); s <= sessions; s++ {
+		counts[stickyNode(r, s)]++
+	}
+	even := float64(sessions) / 3
+	for _, name := range []string{"replica1", "replica2", "replica3"} {
+		if got := float64(counts[name]); got < even*0.95 || got > even*1.05 {
+			t.Errorf("%s got %v sessions, want within 5%% of %.0f (all: %v)", name, got, even, counts)
+		}
+	}
+}
+
+func TestRendezvousMovesOnlyTheRemovedShare(t *testing.T) {
+	three := offlineRouter("replica1", "replica2", "replica3")
+	two := offlineRouter("replica1", "replica2")
+	moved := 0
+	for s := uint64(1); s <= 10000; s++ {
+		before, after := stickyNode(three, s), stickyNode(two, s)
+		if before != "replica3" && before != after {
+			t.Fatalf("session %d moved from %s to %s though %s stayed", s, before, after, before)
+		}
+		if before == "replica3" {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Fatal("replica3 had no sessions to move")
+	}
+}
+
+func TestDownReplicaShareSpreadsOverTheRest(t *testing.T) {
+	r := offlineRouter("replica1", "replica2", "replica3")
+	snap := *r.snap.Load()
+	snap.nodes[3].Excluded = Down
+	r.snap.Store(&snap)
+	counts := map[string]int{}
+	for s := uint64(1); s <= 10000; s++ {
+		var p plan
+		r.decide(&State{Session: s}, Shared, Sticky, time.Now(), &snap, &p)
+		counts[r.nodes[p.nodes[0]].Name]++
+	}
+	if counts["replica3"] != 0 {
+		t.Fatalf("the down replica still got %d sessions", counts["replica3"])
+	}
+	if a, b := counts["replica1"], counts["replica2"]; a < 4750 || b < 4750 {
+		t.Fatalf("the down replica's share did not spread evenly: %v", counts)
+	}
+}
+
+func TestDecideFollowsEachStrategy(t *testing.T) {
+	r := offlineRouter("replica1", "replica2")
+	now := time.Now()
+	recent := &State{Session: 7, LastWrite: now.Add(-time.Second)}
+	old := &State{Session: 7, LastWrite: now.Add(-time.Minute)}
+	tests := []struct {
+		s       Strategy
+		intent  Intent
+		st      *State
+		primary bool
+		reason  Reason
+	}{
+		{Primary, Shared, old, true, ReasonPrimaryOnly},
+		{Random, Own, old, false, ReasonRandom},
+		{PinOwn, Own, old, true, ReasonOwnData},
+		{PinOwn, Shared, old, false, ReasonRandom},
+		{Sticky, Own, old, true, ReasonOwnData},
+		{Sticky, Shared, old, false, ReasonSticky},
+		{Sticky, Shared, nil, false, ReasonSticky},
+		{Timed, Shared, recent, true, ReasonRecentWrite},
+		{Timed, Own, old, false, ReasonRandom},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/%s", tt.s, tt.intent), func(t *testing.T) {
+			var p plan
+			r.decide(tt.st, tt.intent, tt.s, now, r.snap.Load(), &p)
+			if gotPrimary := p.nodes[0] == 0; gotPrimary != tt.primary || p.reason != tt.reason {
+				t.Fatalf("first node %s reason %s; want primary=%v reason %s", r.nodes[p.nodes[0]].Name, p.reason, tt.primary, tt.reason)
+			}
+			if p.n != 3 {
+				t.Fatalf("plan has %d nodes, want every node as a fallback", p.n)
+			}
+		})
+	}
+}
+
+func TestDecideWithPrimaryDown(t *testing.T) {
+	r := offlineRouter("replica1", "replica2")
+	snap := *r.snap.Load()
+	snap.nodes[0] = Health{Name: "primary", Excluded: Down}
+	snap.primaryDown = true
+	for _, s := range Strategies() {
+		var p plan
+		r.decide(&State{Session: 3}, Own, s, time.Now(), &snap, &p)
+		if p.nodes[0] == 0 {
+			t.Errorf("%s sends own data to the down primary", s)
+		}
+		for _, i := range p.nodes[:p.n] {
+			if i == 0 {
+				t.Errorf("%s keeps the down primary among its candidates", s)
+			}
+		}
+	}
+}
+
+// BenchmarkDecide measures the routing decision with 4 replicas.
+func BenchmarkDecide(b *testing.B) {
+	r := offlineRouter("replica1", "replica2", "replica3", "replica4")
+	st := &State{Session: 42, LastWrite: time.Now().Add(-time.Minute)}
+	for _, s := range Strategies() {
+		b.Run(s.String(), func(b *testing.B) {
+			b.ReportAllocs()
+			now := time.Now()
+			var p plan
+			for b.Loop() {
+				r.decide(st, Shared, s, now, r.snap.Load(), &p)
+			}
+		})
+	}
+}

@@ -1,0 +1,158 @@
+package dbrouter
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"time"
+)
+
+// Token is a position in one cluster's WAL history: the system identifier
+// and timeline tell clusters and histories apart, so a token from another
+// one counts as empty. Tokens only grow.
+type Token struct {
+	SystemID uint64
+	Timeline uint32
+	LSN      uint64
+}
+
+// IsZero reports whether the token holds no position.
+func (t Token) IsZero() bool { return t.LSN == 0 }
+
+// Max returns the larger of two tokens, ordered by system identifier,
+// timeline, then position: within one history the later position, across
+// timelines the newer one. It is commutative and idempotent; a token of
+// another cluster is set aside by the router, not here.
+func (t Token) Max(o Token) Token {
+	switch {
+	case t.IsZero() && o.IsZero():
+		return Token{}
+	case t.IsZero():
+		return o
+	case o.IsZero():
+		return t
+	case o.SystemID != t.SystemID:
+		if o.SystemID > t.SystemID {
+			return o
+		}
+		return t
+	case o.Timeline != t.Timeline:
+		if o.Timeline > t.Timeline {
+			return o
+		}
+		return t
+	case o.LSN > t.LSN:
+		return o
+	}
+	return t
+}
+
+// State is what the router knows of one session's consistency needs. The
+// HTTP layer keeps it in a signed cookie, puts a pointer to it in each
+// request's context, and writes the cookie back when it advanced. It is
+// never kept only in process memory, so any app instance can serve the
+// session next.
+type State struct {
+	// Session is the identity that sticky routing hashes: a user's id, or a
+	// random id for an anonymous visitor.
+	Session uint64
+	// LastWrite is when the session last committed a write (timed).
+	LastWrite time.Time
+	// Token is the WAL position the session has written or seen (causal).
+	Token Token
+
+	changed bool
+}
+
+// Changed reports whether the state advanced since it was decoded.
+func (s *State) Changed() bool { return s != nil && s.changed }
+
+// Merge folds o into s, keeping the larger of each part (the later write,
+// the later position). Merge is commutative and idempotent. The HTTP layer
+// sets Session directly when a user signs in.
+func (s *State) Merge(o State) {
+	if o.Session > s.Session {
+		s.Session = o.Session
+		s.changed = true
+	}
+	if o.LastWrite.After(s.LastWrite) {
+		s.LastWrite = o.LastWrite
+		s.changed = true
+	}
+	if t := s.Token.Max(o.Token); t != s.Token {
+		s.Token = t
+		s.changed = true
+	}
+}
+
+const stateVersion = 1
+
+// ErrBadState is returned by DecodeState for bytes it did not write.
+var ErrBadState = errors.New("dbrouter: malformed consistency state")
+
+// Encode returns the state as compact bytes: a version, the session id,
+// the last write in Unix milliseconds, and the token.
+func (s State) Encode() []byte {
+	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+12)
+	b = append(b, stateVersion)
+	b = binary.AppendUvarint(b, s.Session)
+	var ms int64
+	if !s.LastWrite.IsZero() {
+		ms = s.LastWrite.UnixMilli()
+	}
+	b = binary.AppendVarint(b, ms)
+	if !s.Token.IsZero() {
+		b = binary.BigEndian.AppendUint64(b, s.Token.SystemID)
+		b = binary.BigEndian.AppendUint32(b, s.Token.Timeline)
+		b = binary.AppendUvarint(b, s.Token.LSN)
+	}
+	return b
+}
+
+// DecodeState reads what Encode wrote.
+func DecodeState(b []byte) (State, error) {
+	var s State
+	if len(b) == 0 || b[0] != stateVersion {
+		return State{}, ErrBadState
+	}
+	b = b[1:]
+	var n int
+	if s.Session, n = binary.Uvarint(b); n <= 0 {
+		return State{}, ErrBadState
+	}
+	b = b[n:]
+	ms, n := binary.Varint(b)
+	if n <= 0 || ms < 0 {
+		return State{}, ErrBadState
+	}
+	b = b[n:]
+	if ms > 0 {
+		s.LastWrite = time.UnixMilli(ms)
+	}
+	if len(b) == 0 {
+		return s, nil
+	}
+	if len(b) < 13 {
+		return State{}, ErrBadState
+	}
+	s.Token.SystemID = binary.BigEndian.Uint64(b)
+	s.Token.Timeline = binary.BigEndian.Uint32(b[8:])
+	if s.Token.LSN, n = binary.Uvarint(b[12:]); n <= 0 || 12+n != len(b) || s.Token.LSN == 0 {
+		return State{}, ErrBadState
+	}
+	return s, nil
+}
+
+type stateKey struct{}
+
+// WithState returns a context carrying a pointer to the session's state;
+// the router reads and advances it.
+func WithState(ctx context.Context, s *State) context.Context {
+	return context.WithValue(ctx, stateKey{}, s)
+}
+
+// StateFrom returns the state in ctx, or nil.
+func StateFrom(ctx context.Context) *State {
+	s, _ := ctx.Value(stateKey{}).(*State)
+	return s
+}
