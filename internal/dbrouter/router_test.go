@@ -208,7 +208,7 @@ func TestRoundTripsPerRead(t *testing.T) {
 			before := total()
 			var a, b int
 			err := r.ReadWith(ctx, s, intent, func(batch *pgx.Batch) {
-				batch.Queue("SELECT count(*) FROM "+table).QueryRow(func(row pgx.Row) error { return row.Scan(&a) })
+				batch.Queue("SELECT count(*) FROM " + table).QueryRow(func(row pgx.Row) error { return row.Scan(&a) })
 				batch.Queue("SELECT 1").QueryRow(func(row pgx.Row) error { return row.Scan(&b) })
 			})
 			if err != nil {
