@@ -304,12 +304,18 @@ func TestLifecycle(t *testing.T) {
 func TestStopAndStartNode(t *testing.T) {
 	c := testcluster.Get(t)
 	ctx := context.Background()
-	for _, immediate := range []bool{false, true} {
-		if err := c.Stop(ctx, "replica2", immediate); err != nil {
+	for _, how := range []string{"fast", "immediate", "kill"} {
+		var err error
+		if how == "kill" {
+			err = c.Kill(ctx, "replica2")
+		} else {
+			err = c.Stop(ctx, "replica2", how == "immediate")
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := pgx.Connect(ctx, c.ReplicaURLs()[1]); err == nil {
-			t.Fatalf("replica2 still answers after Stop(immediate=%v)", immediate)
+			t.Fatalf("replica2 still answers after a %s stop", how)
 		}
 		if err := c.Start(ctx, "replica2"); err != nil {
 			t.Fatal(err)

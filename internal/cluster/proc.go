@@ -181,3 +181,54 @@ func waitGone(ctx context.Context, pid int, timeout time.Duration) error {
 	}
 	return nil
 }
+
+// processesIn returns the live (not zombie) processes whose working
+// directory is dir: a postmaster and its children all run in their data
+// directory.
+func processesIn(dir string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && filepath.Clean(cwd) == dir && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// clearStaleLock removes a data directory's postmaster.pid left by a
+// postmaster that was killed, once every process of the old server has
+// exited. PostgreSQL itself would refuse to start while the dead
+// postmaster lingers as a zombie (its pid still answers kill 0), which is
+// what happens where no init reaps orphans.
+// The socket's lock file, which names the same pid, goes too.
+func clearStaleLock(ctx context.Context, dataDir, socketLock string, timeout time.Duration) error {
+	pid, err := postmasterPID(dataDir)
+	if err != nil || alive(pid) {
+		return nil // no lock, or a live postmaster: pg_ctl decides
+	}
+	deadline := time.Now().Add(timeout)
+	for len(processesIn(filepath.Clean(dataDir))) > 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes of the old server in %s still running after %s", dataDir, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	for _, f := range []string{socketLock, filepath.Join(dataDir, "postmaster.pid")} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}

@@ -340,6 +340,10 @@ func (c *Cluster) startNode(ctx context.Context, n Node) error {
 	if err := os.MkdirAll(c.st.SocketDir, 0o700); err == nil {
 		c.st.User.chown(c.st.SocketDir)
 	}
+	socketLock := filepath.Join(c.st.SocketDir, fmt.Sprintf(".s.PGSQL.%d.lock", n.Port))
+	if err := clearStaleLock(ctx, n.DataDir, socketLock, stopTimeout); err != nil {
+		return fmt.Errorf("start %s: %w", n.Name, err)
+	}
 	logFile := c.logFile(n)
 	cmd := c.st.User.command(ctx, c.st.DataRoot, filepath.Join(c.st.BinDir, "pg_ctl"),
 		"start", "-w", "-t", "60", "-D", n.DataDir, "-l", logFile)

@@ -33,6 +33,9 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 	var p plan
 	snap := r.snap.Load()
 	r.decide(st, intent, s, time.Now(), snap, &p)
+	if s == Causal {
+		return r.readCausal(ctx, st, intent, fn, snap, &p)
+	}
 	reason := p.reason
 	var err error
 	for k := 0; k < p.n && k < 2; k++ {
@@ -69,21 +72,26 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 
 // Mark is what a session must remember of a committed write.
 type Mark struct {
-	At time.Time
+	At    time.Time
+	Token Token // the primary's flush position after COMMIT returned
 }
 
-// Write runs fn in a transaction on the primary and commits it. The
-// session state in ctx, if any, learns of the write. When the primary is
-// unreachable it fails at once with an error wrapping ErrReadOnly. A write
-// is retried only when pgconn proves nothing reached the server.
+// Write runs fn in a transaction on the primary and commits it, then reads
+// the primary's flush position on the same connection: a position read
+// before COMMIT returns is older than the commit record, and walsenders
+// ship flushed WAL. The session state in ctx, if any, learns of both. When
+// the primary is unreachable Write fails at once with an error wrapping
+// ErrReadOnly. A write is retried only when pgconn proves nothing reached
+// the server.
 func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) (Mark, error) {
 	primary := r.nodes[0]
 	if r.snap.Load().primaryDown {
 		return Mark{}, ErrReadOnly
 	}
+	var m Mark
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
-		err = pgx.BeginFunc(ctx, primary.Pool, fn)
+		m, err = r.writeOnce(ctx, fn)
 		if err == nil || !pgconn.SafeToRetry(err) || ctx.Err() != nil {
 			break
 		}
@@ -98,12 +106,40 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) (Mark, error)
 		}
 		return Mark{}, err
 	}
-	m := Mark{At: time.Now()}
-	if st := StateFrom(ctx); st != nil && m.At.After(st.LastWrite) {
-		st.LastWrite = m.At
-		st.changed = true
+	if st := StateFrom(ctx); st != nil {
+		if m.At.After(st.LastWrite) {
+			st.LastWrite = m.At
+			st.changed = true
+		}
+		r.advance(st, m.Token.LSN)
 	}
 	r.record(ctx, Decision{Node: primary.Name, Strategy: r.Strategy(), Reason: ReasonPrimaryOnly, Write: true})
+	return m, nil
+}
+
+func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error) (Mark, error) {
+	conn, err := r.nodes[0].Pool.Acquire(ctx)
+	if err != nil {
+		return Mark{}, err
+	}
+	defer conn.Release()
+	if err := pgx.BeginFunc(ctx, conn, fn); err != nil {
+		return Mark{}, err
+	}
+	m := Mark{At: time.Now()}
+	var flush string
+	if err := conn.QueryRow(ctx, flushQuery).Scan(&flush); err != nil {
+		// Committed, but its position is unknown: the write stands (a
+		// retry would duplicate it); the session's next causal read may
+		// miss it, which the log says.
+		r.log.WarnContext(ctx, "write committed but its WAL position could not be read", "err", err)
+		return m, nil
+	}
+	r.causal.extraTrips.Add(1)
+	lsn, _ := ParseLSN(flush)
+	if h := r.history.Load(); h != nil {
+		m.Token = Token{SystemID: h.SystemID, Timeline: h.Timeline, LSN: lsn}
+	}
 	return m, nil
 }
 

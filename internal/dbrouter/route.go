@@ -74,11 +74,14 @@ func (r *Router) decide(st *State, intent Intent, s Strategy, now time.Time, sna
 	switch {
 	case s == Primary:
 		preferred = 0
-	case (s == PinOwn || s == Sticky || s == Causal) && intent == Own:
+	case s == Causal:
+		r.decideCausal(snap, &order, nr, p)
+		return
+	case (s == PinOwn || s == Sticky) && intent == Own:
 		preferred, reason = 0, ReasonOwnData
 	case s == Timed && st != nil && !st.LastWrite.IsZero() && now.Sub(st.LastWrite) < r.timedDelay:
 		preferred, reason = 0, ReasonRecentWrite
-	case s == Sticky || s == Causal:
+	case s == Sticky:
 		// The session's replica, or the next in rendezvous order.
 		reason = ReasonSticky
 		for k := 0; k < nr; k++ {
@@ -134,6 +137,35 @@ func (r *Router) decide(st *State, intent Intent, s Strategy, now time.Time, sna
 		for k := 0; k < nr; k++ {
 			p.add(int(order[k]))
 		}
+	}
+}
+
+// decideCausal plans a causal read, for own and shared data alike: the
+// session's rendezvous replica unless the tracker knows it is down, paused,
+// past the lag limit, or beyond the prefer-fresh threshold while a fresher
+// replica exists; then the other such replicas in rendezvous order; then
+// the primary. The in-band check decides which of them may answer.
+func (r *Router) decideCausal(snap *snapshot, order *[maxNodes]uint8, nr int, p *plan) {
+	freshExists := false
+	for k := 0; k < nr; k++ {
+		h := &snap.nodes[order[k]]
+		freshExists = freshExists || (h.Excluded == Usable && !h.Paused && h.Lag <= r.preferFresh)
+	}
+	p.n, p.reason = 0, ReasonSticky
+	for k := 0; k < nr; k++ {
+		i := int(order[k])
+		h := &snap.nodes[i]
+		switch {
+		case h.Excluded == Usable && !h.Paused && (h.Lag <= r.preferFresh || !freshExists):
+			p.add(i)
+		case k == 0 && h.Excluded == Down:
+			p.reason = ReasonFallbackDown
+		case k == 0:
+			p.reason = ReasonFallbackLag
+		}
+	}
+	if !snap.primaryDown {
+		p.add(0)
 	}
 }
 

@@ -36,6 +36,13 @@ type Config struct {
 	MaxLag       time.Duration // a replica further behind gets no reads; default 30 s
 	MaxLagBytes  int64         // the same in bytes; default 64 MB
 
+	// CausalWait bounds how long a causal read waits, in-band on a replica,
+	// for the session's position; default 20 ms.
+	CausalWait time.Duration
+	// PreferFresh: causal skips the session's replica when it is further
+	// behind than this while a fresher replica exists; default 1 s.
+	PreferFresh time.Duration
+
 	// Rand picks random replicas; tests pass a seeded source to make
 	// anomalies deterministic. Default: a randomly seeded PCG.
 	Rand *rand.Rand
@@ -54,10 +61,16 @@ type Node struct {
 
 // Router routes reads and writes over the nodes.
 type Router struct {
-	nodes      []*Node // 0 is the primary
-	strategy   atomic.Uint32
-	timedDelay time.Duration
-	log        *slog.Logger
+	nodes       []*Node // 0 is the primary
+	strategy    atomic.Uint32
+	timedDelay  time.Duration
+	causalWait  time.Duration
+	preferFresh time.Duration
+	log         *slog.Logger
+
+	// history is the cluster's system identifier and timeline, read once;
+	// a token of another history counts as empty.
+	history atomic.Pointer[Token]
 
 	randMu sync.Mutex
 	rand   *rand.Rand
@@ -65,6 +78,7 @@ type Router struct {
 	snap    atomic.Pointer[snapshot]
 	tracker *tracker
 	counts  counters
+	causal  causalCounters
 }
 
 // ErrReadOnly is returned by Write when the primary cannot take writes.
@@ -84,7 +98,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("dbrouter: unknown strategy %d", cfg.Strategy)
 	}
 	cfg = withDefaults(cfg)
-	r := &Router{timedDelay: cfg.TimedDelay, log: cfg.Logger, rand: cfg.Rand}
+	r := &Router{timedDelay: cfg.TimedDelay, causalWait: cfg.CausalWait, preferFresh: cfg.PreferFresh, log: cfg.Logger, rand: cfg.Rand}
 	r.strategy.Store(uint32(cfg.Strategy))
 	t := &tracker{r: r, interval: cfg.PollInterval, maxBytes: cfg.MaxLagBytes, maxLag: cfg.MaxLag}
 	r.tracker = t
@@ -128,6 +142,12 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.MaxLagBytes <= 0 {
 		cfg.MaxLagBytes = 64 << 20
+	}
+	if cfg.CausalWait <= 0 {
+		cfg.CausalWait = 20 * time.Millisecond
+	}
+	if cfg.PreferFresh <= 0 {
+		cfg.PreferFresh = time.Second
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))

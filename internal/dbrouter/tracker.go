@@ -156,6 +156,9 @@ func (t *tracker) pollOnce(ctx context.Context, i int) {
 			h.Receive, _ = ParseLSN(*recv)
 		}
 	}
+	if h.Up && t.r.history.Load() == nil {
+		t.r.loadHistory(qctx, t.pools[i])
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if i == 0 && h.Up && !h.InRecovery {

@@ -1,6 +1,6 @@
 // Package testcluster gives each test package one real, throwaway
-// PostgreSQL cluster — a leader and two streaming followers on free ports —
-// started in TestMain and stopped after the package's tests.
+// PostgreSQL cluster — a leader and two streaming followers on free ports,
+// migrated — started in TestMain and stopped after the package's tests.
 //
 // Clusters live under .quest/test at the repository root, so `make test`
 // can sweep any that a killed test run left behind. Outside CI a machine
@@ -10,13 +10,17 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"quest/internal/cluster"
+	"quest/internal/store"
 )
 
 var (
@@ -37,6 +41,11 @@ func Main(m *testing.M) int {
 		startErr = err
 		return m.Run()
 	}
+	if err := migrate(ctx, c); err != nil {
+		fmt.Fprintf(os.Stderr, "testcluster: migrate: %v\n", err)
+		c.Down(ctx, true)
+		return 1
+	}
 	shared = c
 	code := m.Run()
 	if err := c.Down(ctx, true); err != nil {
@@ -46,6 +55,16 @@ func Main(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// migrate applies Quest's migrations on the leader, as `quest migrate up` does.
+func migrate(ctx context.Context, c *cluster.Cluster) error {
+	pool, err := pgxpool.New(ctx, c.PrimaryURL())
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return store.Migrate(ctx, pool, "up", io.Discard)
 }
 
 // Get returns the package's cluster. Without one it skips the test, or
