@@ -150,7 +150,7 @@ func TestCausalSurvivesAReplicaCrash(t *testing.T) {
 		}
 		var all int
 		if err := r.ReadWith(sctx, dbrouter.Causal, dbrouter.Shared, func(b *pgx.Batch) {
-			b.Queue("SELECT count(*) FROM "+table).QueryRow(func(row pgx.Row) error { return row.Scan(&all) })
+			b.Queue("SELECT count(*) FROM " + table).QueryRow(func(row pgx.Row) error { return row.Scan(&all) })
 		}); err != nil {
 			t.Fatal(err)
 		}
