@@ -313,3 +313,36 @@ func BenchmarkCausalWriteThenRead(b *testing.B) {
 	b.ReportMetric(100*float64(onReplica)/float64(b.N), "%on-replica")
 	b.ReportMetric(float64(waited.Microseconds())/float64(b.N)/1000, "ms-wait/op")
 }
+
+func TestCausalServesStaleWhenThePrimaryIsDown(t *testing.T) {
+	c := testcluster.Get(t)
+	r := causalRouter(t, c, dbrouter.Config{})
+	table := newTable(t, r)
+	st := &dbrouter.State{Session: 31}
+	ctx := dbrouter.WithState(context.Background(), st)
+	insert(t, ctx, r, table, 31, "replicated")
+	waitReplicated(t, r)
+	pauseReplicas(t, c, "replica1", "replica2")
+	insert(t, ctx, r, table, 31, "only on the primary") // the token is now ahead of every replica
+	if err := c.Stop(context.Background(), "leader", false); err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last-first: the leader starts before replay resumes.
+	t.Cleanup(func() { c.Start(context.Background(), "leader") })
+	before := r.CausalStats().Stale
+	rctx, trace := dbrouter.WithTrace(ctx)
+	var n int
+	err := r.Read(rctx, dbrouter.Own, func(b *pgx.Batch) {
+		b.Queue("SELECT count(*) FROM "+table+" WHERE owner = 31").QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
+	})
+	d := trace.Decisions()
+	if err != nil || len(d) != 1 || d[0].Node == "primary" || d[0].Reason != dbrouter.ReasonStale {
+		t.Fatalf("with the primary down and the replicas behind: %v, decisions %+v; want a stale read from a replica", err, d)
+	}
+	if n != 1 {
+		t.Fatalf("the stale read saw %d notes; the paused replicas have 1", n)
+	}
+	if got := r.CausalStats().Stale - before; got != 1 {
+		t.Fatalf("stale reads counted: %d, want 1", got)
+	}
+}
