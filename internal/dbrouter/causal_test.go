@@ -333,7 +333,7 @@ func TestCausalServesStaleWhenThePrimaryIsDown(t *testing.T) {
 	rctx, trace := dbrouter.WithTrace(ctx)
 	var n int
 	err := r.Read(rctx, dbrouter.Own, func(b *pgx.Batch) {
-		b.Queue("SELECT count(*) FROM "+table+" WHERE owner = 31").QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
+		b.Queue("SELECT count(*) FROM " + table + " WHERE owner = 31").QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
 	})
 	d := trace.Decisions()
 	if err != nil || len(d) != 1 || d[0].Node == "primary" || d[0].Reason != dbrouter.ReasonStale {
