@@ -9,10 +9,11 @@ TESTROOT := .quest/test
 build:
 	$(GO) build -o $(BIN) ./cmd/quest
 
-## run: bring the local cluster up (or reuse it), migrate, serve on http://localhost:8080
+## run: bring the local cluster up (or reuse it), migrate, seed, serve on http://localhost:8080
 run: build
 	$(BIN) cluster up
 	$(BIN) migrate up
+	$(BIN) seed
 	$(BIN) serve
 
 ## test: vet and the whole suite; leftover test clusters are swept whatever the result

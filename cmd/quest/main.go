@@ -21,6 +21,7 @@ const usage = `usage: quest <command> [flags]
 commands:
   cluster   start, stop and inspect the local leader + followers; lag levers
   migrate   apply or list database migrations (on the primary only)
+  seed      add demo users, the article's forum thread, and an admin (prints its password)
   serve     run the web application
 
 Run "quest <command> -h" for a command's flags.
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return env.migrate(ctx, args[1:])
 	case "serve":
 		return env.serve(ctx, args[1:])
+	case "seed":
+		return env.seed(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -11,6 +11,7 @@ import (
 
 	"quest/internal/dbrouter"
 	"quest/internal/server"
+	"quest/internal/store"
 )
 
 func (e environment) serve(ctx context.Context, args []string) error {
@@ -25,6 +26,8 @@ func (e environment) serve(ctx context.Context, args []string) error {
 	poll := fs.Duration("poll-interval", 100*time.Millisecond, "how often the lag tracker polls each node")
 	maxLag := fs.Duration("max-lag", 30*time.Second, "a replica further behind than this gets no reads")
 	maxLagMB := fs.Int64("max-lag-mb", 64, "a replica further behind than this many MB gets no reads")
+	loginLimit := fs.Int("login-limit", 30, "sign-in attempts per minute from one address")
+	secure := fs.Bool("secure-cookies", e.getenv("QUEST_SECURE_COOKIES") == "true", "mark cookies Secure (behind TLS; $QUEST_SECURE_COOKIES=true)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -36,8 +39,8 @@ func (e environment) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *timedDelay <= 0 || *poll <= 0 || *maxLag <= 0 || *maxLagMB <= 0 {
-		return fmt.Errorf("--timed-delay, --poll-interval, --max-lag and --max-lag-mb must be positive")
+	if *timedDelay <= 0 || *poll <= 0 || *maxLag <= 0 || *maxLagMB <= 0 || *loginLimit <= 0 {
+		return fmt.Errorf("--timed-delay, --poll-interval, --max-lag, --max-lag-mb and --login-limit must be positive")
 	}
 	cfg, err := e.databaseConfig(*dbURL, *replicas, *dir)
 	if err != nil {
@@ -63,10 +66,18 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	defer router.Close()
-	srv, err := server.New(server.Config{Router: router, Logger: logger, SessionKey: key})
+	srv, err := server.New(server.Config{
+		Router:                 router,
+		Store:                  store.New(router),
+		Logger:                 logger,
+		SessionKey:             key,
+		Secure:                 *secure,
+		LoginsPerMinutePerAddr: *loginLimit,
+	})
 	if err != nil {
 		return err
 	}
+	defer srv.Close()
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

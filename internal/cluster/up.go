@@ -16,7 +16,7 @@ import (
 
 // keepInStateDir lists files other parts of Quest keep in a state directory
 // before a cluster exists there; they do not make the directory foreign.
-var keepInStateDir = map[string]bool{"session.key": true}
+var keepInStateDir = map[string]bool{"session.key": true, "admin-password": true}
 
 // Up brings the cluster in cfg.Dir up. A new directory gets a new cluster;
 // a directory holding a cluster has its stopped servers started again (after

@@ -64,6 +64,15 @@ type State struct {
 	changed bool
 }
 
+// SetSession sets the identity sticky routing hashes: a user's id when
+// they sign in, a random id for an anonymous visitor.
+func (s *State) SetSession(id uint64) {
+	if s.Session != id {
+		s.Session = id
+		s.changed = true
+	}
+}
+
 // Changed reports whether the state advanced since it was decoded.
 func (s *State) Changed() bool { return s != nil && s.changed }
 

@@ -1,29 +1,50 @@
 package server
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
+
+	"quest/internal/dbrouter"
 )
 
-// logRequests writes one line per request.
+// requestInfo is filled in by inner middleware for the request's log line.
+type requestInfo struct {
+	user string
+}
+
+type requestInfoKey struct{}
+
+// logRequests starts the request's decision trace and writes one line per
+// request: method, path, status, duration, user, and the nodes that served
+// its reads.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, trace := dbrouter.WithTrace(r.Context())
+		info := &requestInfo{user: "-"}
+		ctx = context.WithValue(ctx, requestInfoKey{}, info)
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		start := time.Now()
-		next.ServeHTTP(ww, r)
+		next.ServeHTTP(ww, r.WithContext(ctx))
 		status := ww.Status()
 		if status == 0 {
 			status = http.StatusOK
 		}
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		served := trace.ServedBy()
+		if served == "" {
+			served = "none"
+		}
+		s.log.LogAttrs(ctx, slog.LevelInfo, "request",
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.Int("status", status),
 			slog.Duration("duration", time.Since(start)),
-			slog.String("request_id", middleware.GetReqID(r.Context())),
+			slog.String("user", info.user),
+			slog.String("served_by", served),
+			slog.String("request_id", middleware.GetReqID(ctx)),
 		)
 	})
 }
@@ -42,5 +63,70 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 			}
 		}()
 		next.ServeHTTP(w, r)
+	})
+}
+
+// maxBody bounds every request body; forms are small.
+const maxBody = 64 << 10
+
+func (s *Server) limitBodies(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// sessionUser is who is signed in, as the session says.
+type sessionUser struct {
+	ID       int64
+	Username string
+	IsAdmin  bool
+}
+
+type userKey struct{}
+
+// Session keys.
+const (
+	keyUserID   = "userID"
+	keyUsername = "username"
+	keyAdmin    = "admin"
+)
+
+// authenticate puts the signed-in user, if any, in the context.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		id := s.sessions.GetInt64(ctx, keyUserID)
+		if id == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		u := &sessionUser{ID: id, Username: s.sessions.GetString(ctx, keyUsername), IsAdmin: s.sessions.GetBool(ctx, keyAdmin)}
+		if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+			info.user = u.Username
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, userKey{}, u)))
+	})
+}
+
+// currentUser returns the signed-in user, or nil.
+func currentUser(r *http.Request) *sessionUser {
+	u, _ := r.Context().Value(userKey{}).(*sessionUser)
+	return u
+}
+
+// requireLogin sends anonymous visitors to the sign-in page: a GET comes
+// back after signing in; a form post cannot, so it says why.
+func (s *Server) requireLogin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if currentUser(r) != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodGet {
+			http.Redirect(w, r, "/login?next="+safeNext(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		s.renderError(w, r, http.StatusUnauthorized, "Please sign in first.")
 	})
 }

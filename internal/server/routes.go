@@ -16,17 +16,48 @@ func (s *Server) routes() http.Handler {
 	r.Use(middleware.RequestID)
 	r.Use(s.logRequests)
 	r.Use(s.recoverPanics)
+	r.Use(s.consistency)
+	r.Use(s.limitBodies)
 
 	static, _ := fs.Sub(web.FS, "static")
 	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
-
-	r.Get("/", s.handleHome)
 	r.Get("/healthz", s.handleHealthz)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		s.renderError(w, r, http.StatusNotFound, "There is no page here.")
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		s.renderError(w, r, http.StatusMethodNotAllowed, "That method is not allowed here.")
+
+	// Pages: cross-origin protection on every state-changing request, then
+	// the session (scs saves it on the first write), then who is signed in.
+	r.Group(func(r chi.Router) {
+		r.Use(s.crossOrigin.Handler)
+		r.Use(s.sessions.LoadAndSave)
+		r.Use(s.authenticate)
+
+		r.Get("/", s.handleHome)
+		r.Get("/signup", s.handleSignup)
+		r.Post("/signup", s.handleSignupPost)
+		r.Get("/login", s.handleLogin)
+		r.Post("/login", s.handleLoginPost)
+		r.Post("/logout", s.handleLogout)
+		r.Get("/users/{id}", s.handleUser)
+		r.Get("/catalog", s.handleCatalog)
+		r.Get("/forum", s.handleForum)
+		r.Get("/forum/{id}", s.handleThread)
+
+		r.Group(func(r chi.Router) {
+			r.Use(s.requireLogin)
+			r.Get("/profile", s.handleProfile)
+			r.Post("/profile", s.handleProfilePost)
+			r.Get("/wishlist", s.handleWishlist)
+			r.Post("/wishlist", s.handleWishlistAdd)
+			r.Post("/wishlist/{id}/delete", s.handleWishlistDelete)
+			r.Post("/forum", s.handleThreadCreate)
+			r.Post("/forum/{id}/comments", s.handleCommentCreate)
+		})
+
+		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+			s.renderError(w, r, http.StatusNotFound, "There is no page here.")
+		})
+		r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+			s.renderError(w, r, http.StatusMethodNotAllowed, "That method is not allowed here.")
+		})
 	})
 	return r
 }

@@ -1,38 +1,65 @@
 // Package server is Quest's HTTP layer: chi routes, middleware, handlers
 // and template rendering. Handlers reach the database only through the
-// router (and, later, the store).
+// store, whose every query goes through the router; the consistency
+// middleware carries the router's per-session state in a signed cookie.
 package server
 
 import (
+	"context"
 	"errors"
 	"html/template"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
+	"time"
+
+	"github.com/alexedwards/scs/v2"
 
 	"quest/internal/dbrouter"
+	"quest/internal/store"
 	"quest/templates"
 )
 
 // Config is what a Server needs.
 type Config struct {
 	Router     *dbrouter.Router
+	Store      *store.Store
 	Logger     *slog.Logger
 	SessionKey []byte // signs cookies; at least 32 bytes
+	// Secure marks cookies Secure: set it when Quest is served over TLS.
+	Secure bool
+	// LoginsPerMinutePerAddr limits sign-in attempts from one address;
+	// default 30. The lab and tests, all on 127.0.0.1, raise it.
+	LoginsPerMinutePerAddr int
 }
 
 // Server is Quest's HTTP handler.
 type Server struct {
-	router  *dbrouter.Router
-	log     *slog.Logger
-	pages   map[string]*template.Template
-	handler http.Handler
+	router   *dbrouter.Router
+	store    *store.Store
+	log      *slog.Logger
+	key      []byte
+	secure   bool
+	sessions *scs.SessionManager
+	pages    map[string]*template.Template
+	logins   *loginLimiter
+	handler  http.Handler
+
+	crossOrigin *http.CrossOriginProtection
+
+	stopCleanup context.CancelFunc
+	cleanupDone sync.WaitGroup
 }
 
-// New parses the templates and builds the routes.
+// Session lifetime: absolute, so a page view never writes the session.
+const sessionLifetime = 7 * 24 * time.Hour
+
+// New parses the templates, builds the routes and starts the expired
+// session clean-up. Close stops it.
 func New(cfg Config) (*Server, error) {
-	if cfg.Router == nil {
-		return nil, errors.New("server: no database router")
+	if cfg.Router == nil || cfg.Store == nil {
+		return nil, errors.New("server: no database router or store")
 	}
 	if len(cfg.SessionKey) < 32 {
 		return nil, errors.New("server: session key shorter than 32 bytes")
@@ -40,17 +67,73 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.LoginsPerMinutePerAddr <= 0 {
+		cfg.LoginsPerMinutePerAddr = 30
+	}
 	pages, err := parsePages(templates.FS)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{router: cfg.Router, log: cfg.Logger, pages: pages}
+	s := &Server{
+		router: cfg.Router,
+		store:  cfg.Store,
+		log:    cfg.Logger,
+		key:    cfg.SessionKey,
+		secure: cfg.Secure,
+		pages:  pages,
+		logins: newLoginLimiter(5, cfg.LoginsPerMinutePerAddr),
+	}
+	sm := scs.New()
+	sm.Store = cfg.Store.Sessions()
+	sm.Lifetime = sessionLifetime
+	sm.IdleTimeout = 0
+	sm.Cookie.Name = "quest_session"
+	sm.Cookie.HttpOnly = true
+	sm.Cookie.SameSite = http.SameSiteLaxMode
+	sm.Cookie.Secure = cfg.Secure
+	sm.Cookie.Persist = true
+	sm.ErrorFunc = s.sessionError
+	s.sessions = sm
+	s.crossOrigin = http.NewCrossOriginProtection()
+	s.crossOrigin.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.renderError(w, r, http.StatusForbidden, "That form was sent from another site, so Quest refused it.")
+	}))
 	s.handler = s.routes()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopCleanup = cancel
+	s.cleanupDone.Add(1)
+	go s.cleanSessions(ctx, 10*time.Minute)
 	return s, nil
 }
 
 // ServeHTTP makes a Server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Close stops the background work.
+func (s *Server) Close() {
+	s.stopCleanup()
+	s.cleanupDone.Wait()
+}
+
+// cleanSessions deletes expired sessions now and then.
+func (s *Server) cleanSessions(ctx context.Context, every time.Duration) {
+	defer s.cleanupDone.Done()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if n, err := s.store.DeleteExpiredSessions(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("clean expired sessions", "err", err)
+			} else if n > 0 {
+				s.log.Info("cleaned expired sessions", "count", n)
+			}
+		}
+	}
+}
 
 // parsePages parses every page template together with the layout, once.
 func parsePages(fsys fs.FS) (map[string]*template.Template, error) {
@@ -63,7 +146,7 @@ func parsePages(fsys fs.FS) (map[string]*template.Template, error) {
 		if name == "base.html" {
 			continue
 		}
-		t, err := template.New(name).ParseFS(fsys, "base.html", name)
+		t, err := template.New(name).Funcs(funcs).ParseFS(fsys, "base.html", name)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,162 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"quest/internal/dbrouter"
+	"quest/internal/store"
+)
+
+var usernameRE = regexp.MustCompile(`^[a-z0-9_]{3,32}$`)
+
+// dummyHash is compared against when a username does not exist, so a
+// sign-in takes as long whether or not the account exists.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("quest-dummy-password"), bcrypt.DefaultCost)
+
+// HashPassword hashes a password for storage.
+func HashPassword(password string) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	return string(h), err
+}
+
+type authPage struct {
+	Form *form
+	Next string
+}
+
+func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, http.StatusOK, "signup.html", authPage{Form: newForm()})
+}
+
+func (s *Server) handleSignupPost(w http.ResponseWriter, r *http.Request) {
+	f, err := parseForm(r)
+	if err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	username := strings.ToLower(strings.TrimSpace(f.Get("username")))
+	if !usernameRE.MatchString(username) {
+		f.fail("username", "Use 3–32 lowercase letters, digits or underscores.")
+	}
+	display := f.text("display_name", "Display name", 1, 64)
+	password := f.Get("password")
+	if len(password) < 8 || len(password) > 72 {
+		f.fail("password", "Use 8 to 72 characters.")
+	}
+	if !f.Valid() {
+		s.render(w, r, http.StatusUnprocessableEntity, "signup.html", authPage{Form: f})
+		return
+	}
+	hash, err := HashPassword(password)
+	if err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	u, err := s.store.CreateUser(r.Context(), username, display, hash, false)
+	if errors.Is(err, store.ErrUsernameTaken) {
+		f.fail("username", "That username is taken; pick another.")
+		s.render(w, r, http.StatusUnprocessableEntity, "signup.html", authPage{Form: f})
+		return
+	}
+	if err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	if err := s.signIn(r.Context(), u); err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	s.flash(w, "Welcome to Quest, "+u.DisplayName+"! Pick a lightsaber.")
+	http.Redirect(w, r, "/catalog", http.StatusSeeOther)
+}
+
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, http.StatusOK, "login.html", authPage{Form: newForm(), Next: safeNext(r.URL.Query().Get("next"))})
+}
+
+func (s *Server) handleLoginPost(w http.ResponseWriter, r *http.Request) {
+	f, err := parseForm(r)
+	if err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	next := safeNext(f.Get("next"))
+	username := strings.ToLower(strings.TrimSpace(f.Get("username")))
+	if !s.logins.allow(username, clientAddr(r)) {
+		s.serverError(w, r, errRateLimited)
+		return
+	}
+	u, err := s.store.UserByUsername(r.Context(), username)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.serverError(w, r, err)
+		return
+	}
+	hash := dummyHash
+	if err == nil {
+		hash = []byte(u.PasswordHash)
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(f.Get("password"))) != nil || err != nil {
+		f.fail("password", "Wrong username or password.")
+		f.Values.Del("password")
+		s.render(w, r, http.StatusUnauthorized, "login.html", authPage{Form: f, Next: next})
+		return
+	}
+	if err := s.signIn(r.Context(), u); err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	s.flash(w, "Signed in as "+u.Username+".")
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// signIn renews the session token (no fixation), records the user in the
+// session, and makes the user's id the identity sticky routing hashes.
+func (s *Server) signIn(ctx context.Context, u store.User) error {
+	if err := s.sessions.RenewToken(ctx); err != nil {
+		return err
+	}
+	s.sessions.Put(ctx, keyUserID, u.ID)
+	s.sessions.Put(ctx, keyUsername, u.Username)
+	s.sessions.Put(ctx, keyAdmin, u.IsAdmin)
+	if st := dbrouter.StateFrom(ctx); st != nil {
+		st.SetSession(uint64(u.ID))
+	}
+	return nil
+}
+
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if err := s.sessions.RenewToken(ctx); err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	for _, k := range []string{keyUserID, keyUsername, keyAdmin} {
+		s.sessions.Remove(ctx, k)
+	}
+	s.flash(w, "Signed out. May the Force be with you.")
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// safeNext keeps a post-sign-in redirect on this site.
+func safeNext(next string) string {
+	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/catalog"
+	}
+	return next
+}
+
+// clientAddr is the request's remote IP (no proxy headers are trusted).
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,55 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"quest/internal/dbrouter"
+	"quest/internal/store"
+)
+
+// errRateLimited is returned when too many sign-in attempts came in.
+var errRateLimited = errors.New("rate limited")
+
+// statusOf maps an error to the status and message a user sees. It is the
+// one place that decides; everything else calls serverError.
+func statusOf(err error) (int, string) {
+	switch {
+	case errors.Is(err, dbrouter.ErrReadOnly):
+		return http.StatusServiceUnavailable, "The primary database is unreachable, so Quest is read-only right now. Pages still load from the replicas; try your change again in a moment."
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, "There is nothing here — it may have been removed."
+	case errors.Is(err, errRateLimited):
+		return http.StatusTooManyRequests, "Too many sign-in attempts. Wait a minute and try again."
+	case errors.Is(err, errBadForm):
+		return http.StatusBadRequest, "The form could not be read: it was too large or held characters that are not text."
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return http.StatusRequestEntityTooLarge, "That was more than Quest accepts in one request."
+	}
+	return http.StatusInternalServerError, "Something went wrong on our side."
+}
+
+// serverError renders the error page for err, logging what is unexpected.
+func (s *Server) serverError(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := statusOf(err)
+	if status >= 500 && status != http.StatusServiceUnavailable {
+		s.log.ErrorContext(r.Context(), "request failed", slog.String("path", r.URL.Path), slog.Any("err", err))
+	}
+	s.renderError(w, r, status, msg)
+}
+
+// sessionError is scs's ErrorFunc: loading or saving the session failed.
+// The error page becomes the whole response; whatever the handler writes
+// after it is dropped.
+func (s *Server) sessionError(w http.ResponseWriter, r *http.Request, err error) {
+	// Drop what the handler already put in the header (a redirect's
+	// Location, a flash cookie): it described a response that is not sent.
+	clear(w.Header())
+	s.serverError(w, r, err)
+	if cw, ok := w.(*consistencyWriter); ok {
+		cw.seal()
+	}
+}

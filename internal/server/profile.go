@@ -1,0 +1,80 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"quest/internal/dbrouter"
+	"quest/internal/store"
+)
+
+type profilePage struct {
+	Profile  store.User
+	Wishlist []store.WishlistLine
+	Own      bool
+	Form     *form
+}
+
+// handleProfile shows the signed-in user's own profile, editable: own data.
+func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
+	me := currentUser(r)
+	u, err := s.store.User(r.Context(), dbrouter.Own, me.ID)
+	if err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	f := newForm()
+	f.Values.Set("display_name", u.DisplayName)
+	f.Values.Set("bio", u.Bio)
+	s.render(w, r, http.StatusOK, "profile.html", profilePage{Profile: u, Own: true, Form: f})
+}
+
+func (s *Server) handleProfilePost(w http.ResponseWriter, r *http.Request) {
+	me := currentUser(r)
+	f, err := parseForm(r)
+	if err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	display := f.text("display_name", "Display name", 1, 64)
+	bio := f.text("bio", "Bio", 0, 2000)
+	if !f.Valid() {
+		u, err := s.store.User(r.Context(), dbrouter.Own, me.ID)
+		if err != nil {
+			s.serverError(w, r, err)
+			return
+		}
+		s.render(w, r, http.StatusUnprocessableEntity, "profile.html", profilePage{Profile: u, Own: true, Form: f})
+		return
+	}
+	// Only ever the signed-in user's own row: the id comes from the session.
+	if err := s.store.UpdateProfile(r.Context(), me.ID, display, bio); err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	s.flash(w, "Profile saved.")
+	http.Redirect(w, r, "/profile", http.StatusSeeOther)
+}
+
+// handleUser shows anyone's profile, read-only, with their public
+// wishlist: shared data, even when it is your own page.
+func (s *Server) handleUser(w http.ResponseWriter, r *http.Request) {
+	id, ok := parseID(chi.URLParam(r, "id"))
+	if !ok {
+		s.renderError(w, r, http.StatusNotFound, "There is no such user.")
+		return
+	}
+	u, err := s.store.User(r.Context(), dbrouter.Shared, id)
+	if err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	list, err := s.store.Wishlist(r.Context(), dbrouter.Shared, id)
+	if err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	me := currentUser(r)
+	s.render(w, r, http.StatusOK, "user.html", profilePage{Profile: u, Wishlist: list, Own: me != nil && me.ID == id})
+}
