@@ -236,3 +236,23 @@ func TestServeRefusesBadStrategy(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestSeedIsIdempotentAndKeepsTheAdminPassword(t *testing.T) {
+	c := testcluster.Get(t)
+	env := map[string]string{"QUEST_DIR": c.Dir()}
+	first, _, err := quest(t, env, "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := regexp.MustCompile(`admin with password (\S+)`).FindStringSubmatch(first)
+	if pw == nil || !strings.Contains(first, `seeded 4 users and the forum thread "Help adding items to my wishlist"`) {
+		t.Fatalf("first seed printed:\n%s", first)
+	}
+	again, _, err := quest(t, env, "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(again, "already seeded") || !strings.Contains(again, "password "+pw[1]+" ") {
+		t.Fatalf("second seed printed:\n%s", again)
+	}
+}

@@ -90,12 +90,15 @@ func footer(t *dbrouter.Trace, strategy string) (text string, stale bool) {
 		if d.Wait > 0 {
 			p += fmt.Sprintf(" after %.1f ms", float64(d.Wait.Microseconds())/1000)
 		}
+		if d.Strategy.String() != strategy { // the session lookup, always causal
+			p += " (" + d.Strategy.String() + ")"
+		}
 		parts = append(parts, p)
 	}
 	if len(parts) == 0 {
-		return "no database read · " + strategy, stale
+		return "no database read · strategy " + strategy, stale
 	}
-	return "served by " + strings.Join(parts, "; ") + " · " + strategy, stale
+	return "served by " + strings.Join(parts, "; ") + " · strategy " + strategy, stale
 }
 
 type errorPage struct {

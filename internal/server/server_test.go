@@ -144,7 +144,7 @@ func TestPagesAndServedBy(t *testing.T) {
 	if h := r.header.Get("X-Quest-Served-By"); !strings.HasPrefix(h, "replica") {
 		t.Fatalf("the catalog under causal was served by %q, want a replica", h)
 	}
-	if !strings.Contains(r.body, "· causal</span>") {
+	if !strings.Contains(r.body, "· strategy causal</span>") {
 		t.Fatal("the footer does not name the strategy")
 	}
 }
