@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := .quest/bin/quest
 TESTROOT := .quest/test
 
-.PHONY: build run test down purge status compose-up compose-down compose-config fmt vet clean
+.PHONY: build run test lab down purge status compose-up compose-down compose-config fmt vet clean
 
 ## build: compile the quest binary into .quest/bin
 build:
@@ -22,6 +22,11 @@ test: build
 	$(GO) vet ./... && $(GO) test -count=1 -timeout 9m ./... || status=$$?; \
 	$(BIN) cluster sweep $(TESTROOT) || status=1; \
 	exit $$status
+
+## lab: the full lag experiment against the local cluster; rewrites the README's table
+lab: build
+	$(BIN) cluster up
+	$(BIN) lab run --readme README.md
 
 ## down: stop the local cluster (data kept); purge: stop it and delete its data
 down: build

@@ -21,6 +21,8 @@ const usage = `usage: quest <command> [flags]
 commands:
   cluster   start, stop and inspect the local leader + followers; lag levers
   migrate   apply or list database migrations (on the primary only)
+  dbshell   open psql on a node: quest dbshell --database replica1
+  lab       run the lag experiment (quest lab run) and print its table
   seed      add demo users, the article's forum thread, and an admin (prints its password)
   serve     run the web application
 
@@ -62,6 +64,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return env.serve(ctx, args[1:])
 	case "seed":
 		return env.seed(ctx, args[1:])
+	case "dbshell":
+		return env.dbshell(ctx, args[1:])
+	case "lab":
+		return env.lab(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -254,5 +255,77 @@ func TestSeedIsIdempotentAndKeepsTheAdminPassword(t *testing.T) {
 	}
 	if !strings.Contains(again, "already seeded") || !strings.Contains(again, "password "+pw[1]+" ") {
 		t.Fatalf("second seed printed:\n%s", again)
+	}
+}
+
+func TestDBShell(t *testing.T) {
+	c := testcluster.Get(t)
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Fatal("psql is not installed (it comes with the PostgreSQL packages)")
+	}
+	env := map[string]string{"QUEST_DIR": c.Dir()}
+	for node, want := range map[string]string{"replica1": "t", "leader": "f", "primary": "f"} {
+		out, errOut, err := quest(t, env, "dbshell", "--database", node, "--", "-Atc", "SELECT pg_is_in_recovery()")
+		if err != nil || strings.TrimSpace(out) != want {
+			t.Fatalf("dbshell %s: %q, %v, %s", node, out, err, errOut)
+		}
+	}
+	_, _, err := quest(t, env, "dbshell", "--database", "replica7")
+	if err == nil || !strings.Contains(err.Error(), `unknown node "replica7"; choose one of primary, replica1, replica2`) {
+		t.Fatalf("dbshell on an unknown node: %v", err)
+	}
+}
+
+// TestLabQuick runs the quick experiment against the package's cluster and
+// checks what the table must show: causal never fails a check, random does
+// under lag, sticky keeps reads monotonic.
+func TestLabQuick(t *testing.T) {
+	c := testcluster.Get(t)
+	out := t.TempDir()
+	began := time.Now()
+	stdout, stderr, err := quest(t, nil, "lab", "run", "--quick", "--dir", c.Dir(), "--out", out)
+	if err != nil {
+		t.Fatalf("lab run: %v\n%s", err, stderr)
+	}
+	t.Logf("quick lab run took %s", time.Since(began).Round(time.Second))
+	rows := map[string][]string{}
+	for _, line := range strings.Split(stdout, "\n") {
+		f := strings.Split(line, " | ")
+		if len(f) >= 12 && strings.HasPrefix(line, "| ") {
+			rows[strings.TrimPrefix(f[0], "| ")+" × "+f[1]] = f
+		}
+	}
+	for _, s := range []string{"primary", "random", "pin-own", "sticky", "timed", "causal"} {
+		for _, lag := range []string{"none", "replica1 5 s behind, replica2 fresh", "none, closed loop"} {
+			if rows[s+" × "+lag] == nil {
+				t.Fatalf("the table lacks %s × %s:\n%s", s, lag, stdout)
+			}
+		}
+	}
+	failures := func(cell string) (ryw, mono int) {
+		f := rows[cell]
+		for _, part := range strings.Split(f[3], " / ") {
+			var n, of int
+			fmt.Sscanf(part, "%d/%d", &n, &of)
+			ryw += n
+		}
+		fmt.Sscanf(f[4], "%d/", &mono)
+		return ryw, mono
+	}
+	for _, lag := range []string{"none", "replica1 5 s behind, replica2 fresh", "none, closed loop"} {
+		if r, m := failures("causal × " + lag); r != 0 || m != 0 {
+			t.Errorf("causal × %s: %d read-your-writes and %d monotonic failures, want none", lag, r, m)
+		}
+	}
+	if r, m := failures("random × replica1 5 s behind, replica2 fresh"); r == 0 || m == 0 {
+		t.Errorf("random under 5 s of lag shows %d read-your-writes and %d monotonic failures; the anomalies should appear", r, m)
+	}
+	if _, m := failures("sticky × replica1 5 s behind, replica2 fresh"); m != 0 {
+		t.Errorf("sticky went back in time %d times", m)
+	}
+	for _, f := range []string{"results.md", "results.csv", "chart.svg"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+			t.Errorf("lab run did not write %s: %v", f, err)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"quest/internal/cluster"
 	"quest/internal/dbrouter"
 	"quest/internal/server"
 	"quest/internal/store"
@@ -66,7 +67,14 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	defer router.Close()
+	var levers server.Levers
+	if cfg.FromCluster != "" {
+		if c, err := cluster.Open(cfg.FromCluster); err == nil {
+			levers = c // the app manages the local cluster: /lab gets its levers
+		}
+	}
 	srv, err := server.New(server.Config{
+		Levers:                 levers,
 		Router:                 router,
 		Store:                  store.New(router),
 		Logger:                 logger,

@@ -164,3 +164,43 @@ func (c *Cluster) Start(ctx context.Context, name string) error {
 	}
 	return c.save()
 }
+
+// WaitCaughtUp waits until every running replica has replayed what the
+// leader had flushed when it was called.
+func (c *Cluster) WaitCaughtUp(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	leader, err := connect(ctx, c.PrimaryURL())
+	if err != nil {
+		return err
+	}
+	var target string
+	err = leader.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text`).Scan(&target)
+	leader.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return err
+	}
+	for _, n := range c.st.Nodes[1:] {
+		if c.runningPID(n) == 0 {
+			continue
+		}
+		conn, err := connect(ctx, c.URL(n))
+		if err != nil {
+			return err
+		}
+		for {
+			var ok bool
+			err := conn.QueryRow(ctx, `SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn`, target).Scan(&ok)
+			if err == nil && ok {
+				break
+			}
+			if ctx.Err() != nil {
+				conn.Close(context.Background())
+				return fmt.Errorf("%s did not replay %s within %s (paused?)", n.Name, target, timeout)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		conn.Close(ctx)
+	}
+	return nil
+}

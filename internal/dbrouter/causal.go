@@ -142,11 +142,7 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		switch {
-		case nodeFailed(err):
-			r.tracker.forget(i, err)
-		case i > 0 && isCode(err, "40001"):
-		default:
+		if !r.mayRetryElsewhere(ctx, i, err) {
 			return err
 		}
 		lastErr = err

@@ -84,7 +84,7 @@ func TestCausalMonotonicReadsAcrossFailover(t *testing.T) {
 	ctx := context.Background()
 	table := newTable(t, r)
 	insert(t, ctx, r, table, 9, "There's nothing wrong with the site")
-	waitReplicated(t, r)
+	waitReplicated(t)
 	pauseReplicas(t, c, "replica1")
 	insert(t, ctx, r, table, 9, "What's up with the site today?")
 	testcluster.Eventually(t, 15*time.Second, "replica2 to have both comments", func() bool {
@@ -222,7 +222,7 @@ func TestCausalAcrossRouterInstances(t *testing.T) {
 func TestCausalIgnoresForeignTokens(t *testing.T) {
 	c := testcluster.Get(t)
 	r := causalRouter(t, c, dbrouter.Config{})
-	waitReplicated(t, r)
+	waitReplicated(t)
 	// A token from another cluster, far in the future of this one: treated
 	// as empty, it must not push the session to the primary.
 	st := &dbrouter.State{Session: 5, Token: dbrouter.Token{SystemID: 1, Timeline: 1, LSN: 1 << 60}}
@@ -256,13 +256,13 @@ func TestCausalRoundTrips(t *testing.T) {
 		}
 		return sum
 	}
-	waitReplicated(t, r)
+	waitReplicated(t)
 	before := total()
 	insert(t, ctx, r, table, 8, "x") // begin, insert, commit, then the flush position
 	if got := total() - before; got != 4 {
 		t.Errorf("a one-statement write took %d round trips, want 4 (3 + the post-commit position)", got)
 	}
-	waitReplicated(t, r)
+	waitReplicated(t)
 	before = total()
 	if n, node := count(t, ctx, r, dbrouter.Causal, dbrouter.Own, table, 8); n != 1 || node == "primary" {
 		t.Fatalf("read: %d notes from %s", n, node)
@@ -321,7 +321,7 @@ func TestCausalServesStaleWhenThePrimaryIsDown(t *testing.T) {
 	st := &dbrouter.State{Session: 31}
 	ctx := dbrouter.WithState(context.Background(), st)
 	insert(t, ctx, r, table, 31, "replicated")
-	waitReplicated(t, r)
+	waitReplicated(t)
 	pauseReplicas(t, c, "replica1", "replica2")
 	insert(t, ctx, r, table, 31, "only on the primary") // the token is now ahead of every replica
 	if err := c.Stop(context.Background(), "leader", false); err != nil {

@@ -55,16 +55,9 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		switch {
-		case nodeFailed(err):
-			r.tracker.forget(i, err)
-		case i > 0 && isCode(err, "40001"):
-			// A hot-standby recovery conflict: the node is fine, the read
-			// lost a race with replay. Try elsewhere.
-		default:
+		if !r.mayRetryElsewhere(ctx, i, err) {
 			return err
 		}
-		r.log.WarnContext(ctx, "read failed on a node; retrying", "node", node.Name, "err", err)
 		reason = ReasonRetried
 	}
 	return fmt.Errorf("dbrouter: read failed on every candidate: %w", err)
@@ -150,10 +143,26 @@ func (r *Router) record(ctx context.Context, d Decision) {
 	}
 	for i, n := range r.nodes {
 		if n.Name == d.Node {
-			r.counts.reads[i][d.Strategy][d.Reason].Add(1)
+			r.counts.reads[i][d.Strategy][d.Reason][d.Intent].Add(1)
 			return
 		}
 	}
+}
+
+// mayRetryElsewhere decides, after a read failed on node i, whether it may
+// move to the next candidate: when the node itself failed (it is then
+// forgotten until a poll reaches it again), or on a hot-standby recovery
+// conflict, where the node is fine but the read lost a race with replay.
+func (r *Router) mayRetryElsewhere(ctx context.Context, i int, err error) bool {
+	switch {
+	case nodeFailed(err):
+		r.tracker.forget(i, err)
+	case i > 0 && isCode(err, "40001"):
+	default:
+		return false
+	}
+	r.log.WarnContext(ctx, "read failed on a node; retrying elsewhere", "node", r.nodes[i].Name, "err", err)
+	return true
 }
 
 // nodeFailed reports whether err means the node itself failed — the

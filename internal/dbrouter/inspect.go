@@ -37,7 +37,9 @@ type ReplicationRow struct {
 	State      string
 	SyncState  string
 	LagBytes   int64
-	LagSeconds float64
+	LagSeconds float64 // replay_lag
+	WriteLag   float64 // write_lag, seconds
+	FlushLag   float64 // flush_lag, seconds
 }
 
 // ClusterView is a snapshot of every node, for pages about the cluster.
@@ -61,7 +63,9 @@ const nodeQuery = `
 const ReplicationQuery = `
 	SELECT pid, usename, application_name, state, sync_state,
 	       COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint,
-	       COALESCE(EXTRACT(epoch FROM replay_lag), 0)::float8
+	       COALESCE(EXTRACT(epoch FROM replay_lag), 0)::float8,
+	       COALESCE(EXTRACT(epoch FROM write_lag), 0)::float8,
+	       COALESCE(EXTRACT(epoch FROM flush_lag), 0)::float8
 	  FROM pg_stat_replication
 	 ORDER BY application_name`
 
@@ -104,7 +108,7 @@ func (r *Router) Inspect(ctx context.Context) ClusterView {
 		defer rows.Close()
 		for rows.Next() {
 			var row ReplicationRow
-			if err := rows.Scan(&row.PID, &row.User, &row.AppName, &row.State, &row.SyncState, &row.LagBytes, &row.LagSeconds); err != nil {
+			if err := rows.Scan(&row.PID, &row.User, &row.AppName, &row.State, &row.SyncState, &row.LagBytes, &row.LagSeconds, &row.WriteLag, &row.FlushLag); err != nil {
 				view.ReplErr = err.Error()
 				return
 			}

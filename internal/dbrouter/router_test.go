@@ -50,25 +50,16 @@ func newTable(t *testing.T, r *dbrouter.Router) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitReplicated(t, r)
+	waitReplicated(t)
 	return name
 }
 
-// waitReplicated waits until every replica has replayed the primary's
-// current position.
-func waitReplicated(t *testing.T, r *dbrouter.Router) {
+// waitReplicated waits until every running replica has replayed the
+// primary's current position.
+func waitReplicated(t *testing.T) {
 	t.Helper()
-	ctx := context.Background()
-	var target string
-	if err := r.Primary().Pool.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&target); err != nil {
+	if err := testcluster.Get(t).WaitCaughtUp(context.Background(), 15*time.Second); err != nil {
 		t.Fatal(err)
-	}
-	for _, n := range r.Replicas() {
-		testcluster.Eventually(t, 15*time.Second, n.Name+" to replay "+target, func() bool {
-			var ok bool
-			err := n.Pool.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", target).Scan(&ok)
-			return err == nil && ok
-		})
 	}
 }
 
@@ -117,7 +108,7 @@ func TestReadYourWrites(t *testing.T) {
 	table := newTable(t, r)
 	// The user's earlier data has replicated; then replay stops everywhere.
 	insert(t, context.Background(), r, table, 1, "an older note")
-	waitReplicated(t, r)
+	waitReplicated(t)
 	pauseReplicas(t, c, "replica1", "replica2")
 
 	for _, tt := range []struct {
@@ -159,7 +150,7 @@ func TestMonotonicReads(t *testing.T) {
 	table := newTable(t, r)
 	// replica1 stops before the second comment, replica2 after it.
 	insert(t, ctx, r, table, 9, "There's nothing wrong with the site")
-	waitReplicated(t, r)
+	waitReplicated(t)
 	pauseReplicas(t, c, "replica1")
 	insert(t, ctx, r, table, 9, "What's up with the site today?")
 	testcluster.Eventually(t, 15*time.Second, "replica2 to have both comments", func() bool {
@@ -224,7 +215,7 @@ func TestRoundTripsPerRead(t *testing.T) {
 func TestTrackerIgnoresAnIdlePrimary(t *testing.T) {
 	c := testcluster.Get(t)
 	r := newRouter(t, c, dbrouter.Config{MaxLag: 300 * time.Millisecond})
-	waitReplicated(t, r)
+	waitReplicated(t)
 	time.Sleep(time.Second) // idle for longer than the lag limit
 	for _, h := range r.Health()[1:] {
 		if h.Excluded != dbrouter.Usable || h.Lag != 0 {
@@ -408,7 +399,7 @@ func TestPrimaryStopped(t *testing.T) {
 	ctx := context.Background()
 	table := newTable(t, r)
 	insert(t, ctx, r, table, 4, "before the outage")
-	waitReplicated(t, r)
+	waitReplicated(t)
 	t.Cleanup(func() {
 		if err := c.Start(context.Background(), "leader"); err != nil {
 			t.Errorf("restart leader: %v", err)

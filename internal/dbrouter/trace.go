@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,9 +80,43 @@ func (t *Trace) ServedBy() string {
 	return strings.Join(nodes, ",")
 }
 
+// Route describes the request's reads for a response header, each as
+// node:reason:strategy, with ":<ms>ms" after a read that waited in-band:
+// "primary:fallback-lag:causal,replica2:waited:sticky:1.2ms".
+func (t *Trace) Route() string {
+	var b strings.Builder
+	for _, d := range t.Decisions() {
+		if d.Write {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(d.Node)
+		b.WriteByte(':')
+		b.WriteString(d.Reason.String())
+		b.WriteByte(':')
+		b.WriteString(d.Strategy.String())
+		if d.Wait > 0 {
+			fmt.Fprintf(&b, ":%.1fms", float64(d.Wait.Microseconds())/1000)
+		}
+	}
+	return b.String()
+}
+
+// Stale reports whether any read of the request may have been stale.
+func (t *Trace) Stale() bool {
+	for _, d := range t.Decisions() {
+		if d.Reason == ReasonStale {
+			return true
+		}
+	}
+	return false
+}
+
 // counters counts decisions by node, strategy and reason, for metrics.
 type counters struct {
-	reads      [maxNodes][numStrategies][numReasons]atomic.Int64
+	reads      [maxNodes][numStrategies][numReasons][numIntents]atomic.Int64
 	roundTrips [maxNodes]atomic.Int64
 }
 
@@ -90,6 +125,7 @@ type DecisionCount struct {
 	Node     string
 	Strategy Strategy
 	Reason   Reason
+	Intent   Intent
 	Count    int64
 }
 
@@ -99,8 +135,10 @@ func (r *Router) DecisionCounts() []DecisionCount {
 	for i, n := range r.nodes {
 		for s := range Strategy(numStrategies) {
 			for re := range Reason(numReasons) {
-				if c := r.counts.reads[i][s][re].Load(); c > 0 {
-					out = append(out, DecisionCount{Node: n.Name, Strategy: s, Reason: re, Count: c})
+				for in := range Intent(numIntents) {
+					if c := r.counts.reads[i][s][re][in].Load(); c > 0 {
+						out = append(out, DecisionCount{Node: n.Name, Strategy: s, Reason: re, Intent: in, Count: c})
+					}
 				}
 			}
 		}

@@ -87,7 +87,7 @@ func TestBrowserWhereIsMyLightsaber(t *testing.T) {
 			if err != nil {
 				t.Fatalf("sign in: %v", err)
 			}
-			waitReplicated(t, a.router)
+			waitReplicated(t, a)
 			for _, n := range []string{"replica1", "replica2"} {
 				if err := a.c.Pause(context.Background(), n); err != nil {
 					t.Fatal(err)

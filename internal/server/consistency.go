@@ -104,6 +104,12 @@ func (w *consistencyWriter) finishHeaders() {
 		served = "none"
 	}
 	h.Set("X-Quest-Served-By", served)
+	if route := w.trace.Route(); route != "" {
+		h.Set("X-Quest-Route", route)
+	}
+	if w.trace.Stale() {
+		h.Set("X-Quest-Stale", "1")
+	}
 	if w.st.Changed() {
 		http.SetCookie(w.ResponseWriter, &http.Cookie{
 			Name:     consistencyCookie,

@@ -14,6 +14,7 @@ import (
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID)
+	r.Use(s.metrics.count)
 	r.Use(s.logRequests)
 	r.Use(s.recoverPanics)
 	r.Use(s.consistency)
@@ -22,6 +23,8 @@ func (s *Server) routes() http.Handler {
 	static, _ := fs.Sub(web.FS, "static")
 	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
 	r.Get("/healthz", s.handleHealthz)
+	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
+	r.Get("/lab/state", s.handleLabState)
 
 	// Pages: cross-origin protection on every state-changing request, then
 	// the session (scs saves it on the first write), then who is signed in.
@@ -40,6 +43,13 @@ func (s *Server) routes() http.Handler {
 		r.Get("/catalog", s.handleCatalog)
 		r.Get("/forum", s.handleForum)
 		r.Get("/forum/{id}", s.handleThread)
+		r.Get("/status", s.handleStatus)
+		r.Get("/lab", s.handleLab)
+		r.Group(func(r chi.Router) {
+			r.Use(s.requireAdmin)
+			r.Post("/lab/strategy", s.handleLabStrategy)
+			r.Post("/lab/replicas/{node}/{action}", s.handleLabLever)
+		})
 
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireLogin)

@@ -32,6 +32,9 @@ type Config struct {
 	// LoginsPerMinutePerAddr limits sign-in attempts from one address;
 	// default 30. The lab and tests, all on 127.0.0.1, raise it.
 	LoginsPerMinutePerAddr int
+	// Levers, when the app manages the local cluster, let admins pause,
+	// delay, stop and start replicas from /lab.
+	Levers Levers
 }
 
 // Server is Quest's HTTP handler.
@@ -47,9 +50,12 @@ type Server struct {
 	handler  http.Handler
 
 	crossOrigin *http.CrossOriginProtection
+	levers      Levers
+	history     history
+	metrics     *metrics
 
-	stopCleanup context.CancelFunc
-	cleanupDone sync.WaitGroup
+	stopBackground context.CancelFunc
+	background     sync.WaitGroup
 }
 
 // Session lifetime: absolute, so a page view never writes the session.
@@ -82,7 +88,9 @@ func New(cfg Config) (*Server, error) {
 		secure: cfg.Secure,
 		pages:  pages,
 		logins: newLoginLimiter(5, cfg.LoginsPerMinutePerAddr),
+		levers: cfg.Levers,
 	}
+	s.metrics = newMetrics(cfg.Router)
 	sm := scs.New()
 	sm.Store = cfg.Store.Sessions()
 	sm.Lifetime = sessionLifetime
@@ -101,9 +109,10 @@ func New(cfg Config) (*Server, error) {
 	s.handler = s.routes()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stopCleanup = cancel
-	s.cleanupDone.Add(1)
+	s.stopBackground = cancel
+	s.background.Add(2)
 	go s.cleanSessions(ctx, 10*time.Minute)
+	go s.sampleHistory(ctx)
 	return s, nil
 }
 
@@ -112,13 +121,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 // Close stops the background work.
 func (s *Server) Close() {
-	s.stopCleanup()
-	s.cleanupDone.Wait()
+	s.stopBackground()
+	s.background.Wait()
 }
 
 // cleanSessions deletes expired sessions now and then.
 func (s *Server) cleanSessions(ctx context.Context, every time.Duration) {
-	defer s.cleanupDone.Done()
+	defer s.background.Done()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {

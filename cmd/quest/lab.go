@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"quest/internal/cluster"
+	"quest/internal/dbrouter"
+	"quest/internal/lab"
+	"quest/internal/server"
+	"quest/internal/store"
+)
+
+func (e environment) lab(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "run" {
+		return fmt.Errorf("usage: quest lab run [--quick] [--dir D] [--url URL] [--users N] [--out DIR] [--readme FILE]")
+	}
+	fs := e.newFlags("lab run", "lab run [--quick] [--dir D] [--url URL] [--users N] [--out DIR] [--readme FILE]")
+	dir := fs.String("dir", e.defaultStateDir(), "the local cluster whose lag levers the lab pulls")
+	appURL := fs.String("url", "", "drive a running Quest at this URL instead of starting one in-process (it must use the same cluster, and --login-limit high)")
+	adminPassword := fs.String("admin-password", "", "with --url: the admin's password, to switch strategies (default: the state dir's admin-password)")
+	quick := fs.Bool("quick", false, "a shorter run (under a minute): two lag settings, short cells")
+	users := fs.Int("users", 8, "simulated users")
+	think := fs.Duration("think", 100*time.Millisecond, "pause between a user's actions")
+	out := fs.String("out", "", "directory for results.md, results.csv and chart.svg (default .quest/lab beside the state dir)")
+	readme := fs.String("readme", "", "also replace the lab section of this README with the table")
+	strategies := fs.String("strategies", "", "comma-separated strategies to run (default all six, in order; a name may repeat)")
+	closedOnly := fs.Bool("closed-loop-only", false, "run only the closed-loop throughput cells")
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("lab run takes no arguments, got %q", pos)
+	}
+	if *users < 2 || *users > 200 {
+		return fmt.Errorf("--users %d: choose between 2 and 200", *users)
+	}
+	c, err := cluster.Open(*dir)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		*out = filepath.Join(filepath.Dir(c.Dir()), "lab")
+	}
+
+	cfg := lab.Config{Cluster: c, Users: *users, Think: *think, Progress: e.stderr}
+	if *quick {
+		all := lab.DefaultSettings()
+		cfg.Settings = []lab.LagSetting{all[0], all[2]}
+		cfg.CellTime = 1200 * time.Millisecond
+		cfg.ClosedLoop = 800 * time.Millisecond
+		cfg.Checks = []time.Duration{0, 500 * time.Millisecond, 1500 * time.Millisecond}
+	}
+	if *strategies != "" {
+		for _, name := range strings.Split(*strategies, ",") {
+			st, err := dbrouter.ParseStrategy(strings.TrimSpace(name))
+			if err != nil {
+				return err
+			}
+			cfg.Strategies = append(cfg.Strategies, st)
+		}
+	}
+	if *closedOnly {
+		cfg.Settings = []lab.LagSetting{}
+	}
+	if *appURL != "" {
+		cfg.URL = strings.TrimRight(*appURL, "/")
+		pw := *adminPassword
+		if pw == "" {
+			b, err := os.ReadFile(filepath.Join(c.Dir(), "admin-password"))
+			if err != nil {
+				return fmt.Errorf("no admin password: pass --admin-password or run quest seed")
+			}
+			pw = strings.TrimSpace(string(b))
+		}
+		cfg.SetStrategy, err = adminStrategySwitch(ctx, cfg.URL, pw)
+		if err != nil {
+			return err
+		}
+	} else {
+		app, err := startInProcess(ctx, c)
+		if err != nil {
+			return err
+		}
+		defer app.stop()
+		cfg.URL = app.url
+		cfg.SetStrategy = func(_ context.Context, s dbrouter.Strategy) error { return app.router.SetStrategy(s) }
+	}
+	fmt.Fprintf(e.stderr, "lab: %d users against %s, results into %s\n", *users, cfg.URL, *out)
+	res, err := lab.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	res.Machine = lab.MachineDescription()
+	res.Markdown(e.stdout)
+	if err := res.WriteFiles(*out); err != nil {
+		return err
+	}
+	if *readme != "" {
+		if err := res.UpdateReadme(*readme); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inProcess is a Quest app the lab starts for itself on a free port.
+type inProcess struct {
+	url    string
+	router *dbrouter.Router
+	srv    *server.Server
+	hs     *http.Server
+	done   chan error
+}
+
+func startInProcess(ctx context.Context, c *cluster.Cluster) (*inProcess, error) {
+	pool, err := pgxpool.New(ctx, c.PrimaryURL())
+	if err != nil {
+		return nil, err
+	}
+	err = store.Migrate(ctx, pool, "up", io.Discard)
+	pool.Close()
+	if err != nil {
+		return nil, err
+	}
+	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: dbrouter.Causal})
+	if err != nil {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	copy(key, "quest lab in-process session key")
+	srv, err := server.New(server.Config{Router: r, Store: store.New(r), SessionKey: key, Levers: c,
+		LoginsPerMinutePerAddr: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		r.Close()
+		return nil, err
+	}
+	app := &inProcess{url: "http://" + ln.Addr().String(), router: r, srv: srv, done: make(chan error, 1),
+		hs: &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}}
+	go func() { app.done <- app.hs.Serve(ln) }()
+	return app, nil
+}
+
+func (a *inProcess) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a.hs.Shutdown(ctx)
+	<-a.done
+	a.srv.Close()
+	a.router.Close()
+}
+
+// adminStrategySwitch signs in as the admin and returns a function that
+// switches the running app's strategy through /lab.
+func adminStrategySwitch(ctx context.Context, base, password string) (func(context.Context, dbrouter.Strategy) error, error) {
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	post := func(ctx context.Context, path string, form url.Values) (int, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	status, err := post(ctx, "/login", url.Values{"username": {"admin"}, "password": {password}})
+	if err != nil {
+		return nil, fmt.Errorf("sign in as admin at %s: %w", base, err)
+	}
+	if status != http.StatusSeeOther {
+		return nil, fmt.Errorf("sign in as admin at %s: status %d (wrong password?)", base, status)
+	}
+	return func(ctx context.Context, s dbrouter.Strategy) error {
+		status, err := post(ctx, "/lab/strategy", url.Values{"strategy": {s.String()}})
+		if err == nil && status != http.StatusSeeOther {
+			err = errors.New("status " + http.StatusText(status))
+		}
+		return err
+	}, nil
+}
