@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := .quest/bin/quest
 TESTROOT := .quest/test
 
-.PHONY: build run test lab down purge status compose-up compose-down compose-config fmt vet clean
+.PHONY: build run test lab lab-pgpool pgpool2 down purge status compose-up compose-down compose-config fmt vet clean
 
 ## build: compile the quest binary into .quest/bin
 build:
@@ -27,6 +27,18 @@ test: build
 lab: build
 	$(BIN) cluster up
 	$(BIN) lab run --readme README.md
+
+## lab-pgpool: the same beside pgpool-II (installed from Debian's pgpool2 when missing, as root)
+lab-pgpool: build pgpool2
+	$(BIN) cluster up
+	$(BIN) lab run --via-pgpool --strategies random,causal --readme README.md
+
+pgpool2:
+	@[ -x /usr/sbin/pgpool ] || command -v pgpool >/dev/null || { \
+	  echo "installing pgpool2 (its service is kept from starting)"; \
+	  made=0; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgpool2; \
+	  status=$$?; [ $$made = 0 ] || rm -f /usr/sbin/policy-rc.d; exit $$status; }
 
 ## down: stop the local cluster (data kept); purge: stop it and delete its data
 down: build

@@ -11,15 +11,18 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"quest/internal/cluster"
 	"quest/internal/dbrouter"
 	"quest/internal/lab"
+	"quest/internal/pgpool"
 	"quest/internal/server"
 	"quest/internal/store"
 )
@@ -39,6 +42,7 @@ func (e environment) lab(ctx context.Context, args []string) error {
 	readme := fs.String("readme", "", "also replace the lab section of this README with the table")
 	strategies := fs.String("strategies", "", "comma-separated strategies to run (default all six, in order; a name may repeat)")
 	closedOnly := fs.Bool("closed-loop-only", false, "run only the closed-loop throughput cells")
+	viaPgpool := fs.Bool("via-pgpool", false, "also run the app through pgpool-II (a pgpool-II row) and the query-level benchmark against it")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -77,6 +81,12 @@ func (e environment) lab(ctx context.Context, args []string) error {
 	if *closedOnly {
 		cfg.Settings = []lab.LagSetting{}
 	}
+	if *viaPgpool && *appURL != "" {
+		return fmt.Errorf("--via-pgpool starts its own app instances; drop --url")
+	}
+	if *viaPgpool && *quick && *strategies == "" {
+		cfg.Strategies = []dbrouter.Strategy{dbrouter.Causal} // the contrast, in under a minute
+	}
 	if *appURL != "" {
 		cfg.URL = strings.TrimRight(*appURL, "/")
 		pw := *adminPassword
@@ -92,7 +102,10 @@ func (e environment) lab(ctx context.Context, args []string) error {
 			return err
 		}
 	} else {
-		app, err := startInProcess(ctx, c)
+		if err := migrateLeader(ctx, c); err != nil {
+			return err
+		}
+		app, err := startInProcess(ctx, c.PrimaryURL(), c.ReplicaURLs(), c)
 		if err != nil {
 			return err
 		}
@@ -105,17 +118,147 @@ func (e environment) lab(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	section := "lab"
+	if *viaPgpool {
+		section = "pgpool"
+		benchTime := 5 * time.Second
+		if *quick {
+			benchTime = 1500 * time.Millisecond
+		}
+		if err := e.withPgpool(ctx, c, cfg, res, benchTime, *quick); err != nil {
+			return err
+		}
+	}
 	res.Machine = lab.MachineDescription()
 	res.Markdown(e.stdout)
 	if err := res.WriteFiles(*out); err != nil {
 		return err
 	}
 	if *readme != "" {
-		if err := res.UpdateReadme(*readme); err != nil {
+		if err := res.UpdateReadme(*readme, section); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// withPgpool starts pgpool-II in front of the cluster, runs the lab once
+// more through it (the pgpool-II row), then the query-level benchmark, and
+// stops pgpool, removing its files, whatever happens.
+func (e environment) withPgpool(ctx context.Context, c *cluster.Cluster, cfg lab.Config, res *lab.Result, benchTime time.Duration, quick bool) error {
+	pc, err := pgx.ParseConfig(c.PrimaryURL())
+	if err != nil {
+		return err
+	}
+	nodes := c.Nodes()
+	ppCfg := pgpool.Config{
+		Primary: pgpool.Backend{Name: nodes[0].Name, Port: nodes[0].Port},
+		User:    pc.User, Password: pc.Password, Database: pc.Database,
+		PoolSize: appPoolSize, DelayThreshold: 64 << 20,
+	}
+	for _, n := range nodes[1:] {
+		ppCfg.Replicas = append(ppCfg.Replicas, pgpool.Backend{Name: n.Name, Port: n.Port})
+	}
+	pp, err := pgpool.Start(ctx, ppCfg)
+	if err != nil {
+		return err
+	}
+	defer pp.Stop()
+	fmt.Fprintf(e.stderr, "lab: pgpool-II (pid %d) on 127.0.0.1:%d in front of the cluster\n", pp.PID(), pp.Port())
+
+	// The app with pgpool as its only database: the primary strategy from
+	// the app's view; pgpool does the routing.
+	via, err := startInProcess(ctx, pp.URL(), nil, nil)
+	if err != nil {
+		return err
+	}
+	viaCfg := cfg
+	viaCfg.URL, viaCfg.Row = via.url, "pgpool-II"
+	viaCfg.Strategies = nil
+	viaRes, err := lab.Run(ctx, viaCfg)
+	via.stop()
+	if err != nil {
+		return fmt.Errorf("lab through pgpool-II: %w", err)
+	}
+	res.Cells = append(res.Cells, viaRes.Cells...)
+	res.Elapsed += viaRes.Elapsed
+
+	// The query-level benchmark: the same driver and query, 8 clients.
+	const clients = 8
+	fmt.Fprintf(e.stderr, "lab: query-level benchmark, %d clients, %s per row\n", clients, benchTime)
+	ppPool, err := poolOf(ctx, pp.URL(), clients)
+	if err != nil {
+		return err
+	}
+	proxy := lab.BenchPool(ctx, "pgpool-II", ppPool, clients, benchTime)
+	ppPool.Close()
+	if proxy.QPS == 0 {
+		return fmt.Errorf("the benchmark through pgpool-II answered no query (%d errors)", proxy.Errors)
+	}
+	strategies := dbrouter.Strategies()
+	if quick {
+		strategies = []dbrouter.Strategy{dbrouter.Random, dbrouter.Sticky, dbrouter.Causal}
+	}
+	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), MaxConns: clients})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for _, s := range strategies {
+		b := lab.BenchRouter(ctx, r, s, clients, benchTime)
+		b.Ratio = b.QPS / proxy.QPS
+		res.Bench = append(res.Bench, b)
+		fmt.Fprintf(e.stderr, "  %-14s %7.0f queries/s  %.2f× pgpool-II\n", b.Name, b.QPS, b.Ratio)
+	}
+	// Straight to one replica, no router: what routing itself costs.
+	direct, err := poolOf(ctx, c.ReplicaURLs()[0], clients)
+	if err != nil {
+		return err
+	}
+	d := lab.BenchPool(ctx, "direct to replica1", direct, clients, benchTime)
+	direct.Close()
+	d.Ratio = d.QPS / proxy.QPS
+	res.Bench = append(res.Bench, d, proxy)
+	fmt.Fprintf(e.stderr, "  %-14s %7.0f queries/s  %.2f× pgpool-II\n", d.Name, d.QPS, d.Ratio)
+	fmt.Fprintf(e.stderr, "  %-14s %7.0f queries/s\n", proxy.Name, proxy.QPS)
+	res.BenchClients, res.BenchTime = clients, benchTime
+	res.Comments = append(res.Comments, "", "pgpool-II "+pgpoolVersion()+" was set up as:", "")
+	for _, line := range ppCfg.Settings() {
+		res.Comments = append(res.Comments, "- `"+line+"`")
+	}
+	return nil
+}
+
+// poolOf is a pool of exactly n connections, as the router's pools in the
+// benchmark have.
+func poolOf(ctx context.Context, url string, n int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.MaxConns = n
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+func pgpoolVersion() string {
+	out, err := exec.Command("pgpool", "--version").CombinedOutput()
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(out))
+	if len(f) >= 3 {
+		return f[2]
+	}
+	return ""
+}
+
+func migrateLeader(ctx context.Context, c *cluster.Cluster) error {
+	pool, err := pgxpool.New(ctx, c.PrimaryURL())
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return store.Migrate(ctx, pool, "up", io.Discard)
 }
 
 // inProcess is a Quest app the lab starts for itself on a free port.
@@ -127,23 +270,24 @@ type inProcess struct {
 	done   chan error
 }
 
-func startInProcess(ctx context.Context, c *cluster.Cluster) (*inProcess, error) {
-	pool, err := pgxpool.New(ctx, c.PrimaryURL())
-	if err != nil {
-		return nil, err
+// appPoolSize is the in-process app's pool size per node (the router's
+// default); pgpool-II gets as many sessions.
+const appPoolSize = 10
+
+// startInProcess serves Quest on a free loopback port for the lab. With no
+// replica URLs the app reads everything from primaryURL (pgpool-II's port).
+func startInProcess(ctx context.Context, primaryURL string, replicaURLs []string, levers server.Levers) (*inProcess, error) {
+	strategy := dbrouter.Causal
+	if len(replicaURLs) == 0 {
+		strategy = dbrouter.Primary
 	}
-	err = store.Migrate(ctx, pool, "up", io.Discard)
-	pool.Close()
-	if err != nil {
-		return nil, err
-	}
-	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: dbrouter.Causal})
+	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: primaryURL, ReplicaURLs: replicaURLs, Strategy: strategy, MaxConns: appPoolSize})
 	if err != nil {
 		return nil, err
 	}
 	key := make([]byte, 32)
 	copy(key, "quest lab in-process session key")
-	srv, err := server.New(server.Config{Router: r, Store: store.New(r), SessionKey: key, Levers: c,
+	srv, err := server.New(server.Config{Router: r, Store: store.New(r), SessionKey: key, Levers: levers,
 		LoginsPerMinutePerAddr: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		r.Close()

@@ -276,6 +276,29 @@ func TestDBShell(t *testing.T) {
 	}
 }
 
+// labRows reads the lab's Markdown table into rows keyed "strategy × lag".
+func labRows(out string) map[string][]string {
+	rows := map[string][]string{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Split(line, " | ")
+		if len(f) >= 12 && strings.HasPrefix(line, "| ") {
+			rows[strings.TrimPrefix(f[0], "| ")+" × "+f[1]] = f
+		}
+	}
+	return rows
+}
+
+// failures adds up a table row's read-your-writes and monotonic failures.
+func failures(row []string) (ryw, mono int) {
+	for _, part := range strings.Split(row[3], " / ") {
+		var n, of int
+		fmt.Sscanf(part, "%d/%d", &n, &of)
+		ryw += n
+	}
+	fmt.Sscanf(row[4], "%d/", &mono)
+	return ryw, mono
+}
+
 // TestLabQuick runs the quick experiment against the package's cluster and
 // checks what the table must show: causal never fails a check, random does
 // under lag, sticky keeps reads monotonic.
@@ -288,13 +311,7 @@ func TestLabQuick(t *testing.T) {
 		t.Fatalf("lab run: %v\n%s", err, stderr)
 	}
 	t.Logf("quick lab run took %s", time.Since(began).Round(time.Second))
-	rows := map[string][]string{}
-	for _, line := range strings.Split(stdout, "\n") {
-		f := strings.Split(line, " | ")
-		if len(f) >= 12 && strings.HasPrefix(line, "| ") {
-			rows[strings.TrimPrefix(f[0], "| ")+" × "+f[1]] = f
-		}
-	}
+	rows := labRows(stdout)
 	for _, s := range []string{"primary", "random", "pin-own", "sticky", "timed", "causal"} {
 		for _, lag := range []string{"none", "replica1 5 s behind, replica2 fresh", "none, closed loop"} {
 			if rows[s+" × "+lag] == nil {
@@ -302,25 +319,15 @@ func TestLabQuick(t *testing.T) {
 			}
 		}
 	}
-	failures := func(cell string) (ryw, mono int) {
-		f := rows[cell]
-		for _, part := range strings.Split(f[3], " / ") {
-			var n, of int
-			fmt.Sscanf(part, "%d/%d", &n, &of)
-			ryw += n
-		}
-		fmt.Sscanf(f[4], "%d/", &mono)
-		return ryw, mono
-	}
 	for _, lag := range []string{"none", "replica1 5 s behind, replica2 fresh", "none, closed loop"} {
-		if r, m := failures("causal × " + lag); r != 0 || m != 0 {
+		if r, m := failures(rows["causal × "+lag]); r != 0 || m != 0 {
 			t.Errorf("causal × %s: %d read-your-writes and %d monotonic failures, want none", lag, r, m)
 		}
 	}
-	if r, m := failures("random × replica1 5 s behind, replica2 fresh"); r == 0 || m == 0 {
+	if r, m := failures(rows["random × replica1 5 s behind, replica2 fresh"]); r == 0 || m == 0 {
 		t.Errorf("random under 5 s of lag shows %d read-your-writes and %d monotonic failures; the anomalies should appear", r, m)
 	}
-	if _, m := failures("sticky × replica1 5 s behind, replica2 fresh"); m != 0 {
+	if _, m := failures(rows["sticky × replica1 5 s behind, replica2 fresh"]); m != 0 {
 		t.Errorf("sticky went back in time %d times", m)
 	}
 	for _, f := range []string{"results.md", "results.csv", "chart.svg"} {
@@ -328,4 +335,60 @@ func TestLabQuick(t *testing.T) {
 			t.Errorf("lab run did not write %s: %v", f, err)
 		}
 	}
+}
+
+// TestLabQuickViaPgpool runs the quick experiment through pgpool-II: its row
+// shows read-your-writes failures where causal shows none, the benchmark
+// reports every side, and pgpool is gone afterwards with its files.
+func TestLabQuickViaPgpool(t *testing.T) {
+	c := testcluster.Get(t)
+	if _, err := os.Stat("/usr/sbin/pgpool"); err != nil {
+		if _, err := exec.LookPath("pgpool"); err != nil {
+			if testcluster.InCI() {
+				t.Fatal("pgpool-II is not installed (CI=true, so this fails; .ci/run installs pgpool2)")
+			}
+			t.Skip("pgpool-II is not installed")
+		}
+	}
+	leftBefore, _ := filepath.Glob(filepath.Join(os.TempDir(), "qpgpool*"))
+	began := time.Now()
+	stdout, stderr, err := quest(t, nil, "lab", "run", "--quick", "--via-pgpool", "--dir", c.Dir(), "--out", t.TempDir())
+	if err != nil {
+		t.Fatalf("lab run --via-pgpool: %v\n%s", err, stderr)
+	}
+	t.Logf("quick pgpool run took %s", time.Since(began).Round(time.Second))
+	rows := labRows(stdout)
+	lag := "replica1 5 s behind, replica2 fresh"
+	if rows["pgpool-II × "+lag] == nil || rows["causal × "+lag] == nil {
+		t.Fatalf("the table lacks the pgpool-II or causal row:\n%s", stdout)
+	}
+	if r, _ := failures(rows["pgpool-II × "+lag]); r == 0 {
+		t.Errorf("pgpool-II read its own writes every time with a replica 5 s behind; its load balancing should show the anomaly:\n%s", stdout)
+	}
+	if r, m := failures(rows["causal × "+lag]); r != 0 || m != 0 {
+		t.Errorf("causal failed %d read-your-writes and %d monotonic checks", r, m)
+	}
+	for _, want := range []string{"| Quest random |", "| Quest sticky |", "| Quest causal |", "| pgpool-II |", "delay_threshold = 67108864"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	leftAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "qpgpool*"))
+	if len(leftAfter) > len(leftBefore) {
+		t.Errorf("pgpool's files were left behind: %v", leftAfter)
+	}
+	if pid := regexp.MustCompile(`pgpool-II \(pid (\d+)\)`).FindStringSubmatch(stderr); pid == nil {
+		t.Error("the run did not say which pgpool it started")
+	} else if n, _ := strconv.Atoi(pid[1]); processAlive(n) {
+		t.Errorf("pgpool (pid %d) still runs after the lab", n)
+	}
+}
+
+func processAlive(pid int) bool {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	return i < 0 || i+2 >= len(stat) || (stat[i+2] != 'Z' && stat[i+2] != 'X')
 }

@@ -87,7 +87,16 @@ func (r *Router) advance(st *State, lsn uint64) {
 }
 
 const (
-	waitQuery   = `SELECT pos::text, waited_ms FROM quest_wait_for_lsn($1::text::pg_lsn, $2)`
+	// waitQuery calls quest_wait_for_lsn only when the replica is behind
+	// the token: when it already has it (the usual case) a one-time filter
+	// answers without entering PL/pgSQL, which keeps a causal read cheap.
+	waitQuery = `
+		SELECT w.pos::text, w.waited_ms
+		  FROM (SELECT pg_last_wal_replay_lsn() AS p, pg_is_in_recovery() AS r) n,
+		       LATERAL (SELECT f.pos, f.waited_ms FROM quest_wait_for_lsn($1::text::pg_lsn, $2) f
+		                 WHERE (n.r AND n.p >= $1::text::pg_lsn) IS NOT TRUE
+		                UNION ALL
+		                SELECT n.p, 0 WHERE n.r AND n.p >= $1::text::pg_lsn) w`
 	replayQuery = `SELECT pg_last_wal_replay_lsn()::text`
 	flushQuery  = `SELECT pg_current_wal_flush_lsn()::text`
 )

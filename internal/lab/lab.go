@@ -113,6 +113,7 @@ type Cell struct {
 	Strategy     string
 	Setting      string
 	ClosedLoop   bool
+	Proxy        bool // a row through a proxy: which node served is not known
 	Requests     int
 	Errors       int
 	RYWChecks    []int // per check delay
@@ -146,6 +147,10 @@ type Result struct {
 	Cells    []Cell
 	Machine  string
 	Comments []string // extra lines printed under the table (pgpool's settings, say)
+
+	Bench        []BenchResult // the query-level benchmark, with --via-pgpool
+	BenchClients int
+	BenchTime    time.Duration
 }
 
 // Run runs the experiment: for every strategy, every lag setting, then the
@@ -189,7 +194,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			if err != nil {
 				return nil, err
 			}
-			cell.Strategy, cell.Setting = names[i], setting.Name
+			cell.Strategy, cell.Setting, cell.Proxy = names[i], setting.Name, cfg.Row != ""
 			res.Cells = append(res.Cells, cell)
 			progress(cfg.Progress, n, total, cell)
 		}
@@ -202,7 +207,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			if err != nil {
 				return nil, err
 			}
-			cell.Strategy, cell.Setting, cell.ClosedLoop = names[i], "none, closed loop", true
+			cell.Strategy, cell.Setting, cell.ClosedLoop, cell.Proxy = names[i], "none, closed loop", true, cfg.Row != ""
 			res.Cells = append(res.Cells, cell)
 			progress(cfg.Progress, n, total, cell)
 		}

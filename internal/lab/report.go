@@ -39,12 +39,20 @@ func (r *Result) Markdown(w io.Writer) {
 		if c.ClosedLoop {
 			ryw = []string{fmt.Sprintf("%d/%d", c.RYWFailures[0], c.RYWChecks[0])}
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %d | %.0f %% | %s | %d | %s | %s | %.0f |\n",
+		share, streaks := fmt.Sprintf("%.0f %%", 100*c.PrimaryShare()), strconv.Itoa(c.Streaks)
+		if c.Proxy {
+			share, streaks = "not known (proxy)", "–"
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %d | %s | %s | %s | %s | %s | %.0f |\n",
 			c.Strategy, c.Setting, c.Requests, strings.Join(ryw, " / "), mono, c.StaleReads,
-			100*c.PrimaryShare(), waits, c.Streaks, ms(c.P50), ms(c.P99), c.RPS)
+			share, waits, streaks, ms(c.P50), ms(c.P99), c.RPS)
 	}
 	fmt.Fprintf(w, "\n%d simulated users (half add to their wishlist and re-read it, half re-read a forum thread one writer appends to), %s think time, %s per cell; closed-loop cells without think time or lag. Run took %s on %s.\n",
 		r.Config.Users, r.Config.Think, r.Config.CellTime, r.Elapsed.Round(time.Second), r.Machine)
+	if len(r.Bench) > 0 {
+		fmt.Fprintln(w)
+		BenchMarkdown(w, r.Bench, r.BenchClients, r.BenchTime)
+	}
 	for _, line := range r.Comments {
 		fmt.Fprintln(w, line)
 	}
@@ -176,14 +184,14 @@ func (r *Result) WriteFiles(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "chart.svg"), []byte(svg.String()), 0o644)
 }
 
-// UpdateReadme replaces the text between the markers <!-- lab:begin -->
-// and <!-- lab:end --> in a README with the table.
-func (r *Result) UpdateReadme(path string) error {
+// UpdateReadme replaces the text between the markers <!-- SECTION:begin -->
+// and <!-- SECTION:end --> in a README with the table.
+func (r *Result) UpdateReadme(path, section string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	const begin, end = "<!-- lab:begin -->", "<!-- lab:end -->"
+	begin, end := "<!-- "+section+":begin -->", "<!-- "+section+":end -->"
 	s := string(b)
 	i, j := strings.Index(s, begin), strings.Index(s, end)
 	if i < 0 || j < i {

@@ -1,0 +1,133 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"quest/internal/dbrouter"
+)
+
+// BenchQuery is the read both sides of the query-level benchmark run: the
+// catalog page's query.
+const BenchQuery = `SELECT id, name, wielder, color, description FROM items ORDER BY id`
+
+// BenchResult is one side of the query-level benchmark.
+type BenchResult struct {
+	Name     string
+	Queries  int
+	Errors   int
+	QPS      float64
+	P50, P99 time.Duration
+	Ratio    float64 // QPS ÷ the proxy's QPS, for Quest's rows
+}
+
+// scanItems reads the catalog rows, as the app does.
+func scanItems(rows pgx.Rows) error {
+	for rows.Next() {
+		var id int64
+		var name, wielder, color, desc string
+		if err := rows.Scan(&id, &name, &wielder, &color, &desc); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// bench runs query from clients goroutines for d after a short warm-up.
+func bench(ctx context.Context, name string, clients int, d time.Duration, query func(ctx context.Context, client int) error) BenchResult {
+	warm := min(d/4, 500*time.Millisecond)
+	start := time.Now()
+	measureFrom, end := start.Add(warm), start.Add(warm+d)
+	var mu sync.Mutex
+	var lat []time.Duration
+	res := BenchResult{Name: name}
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			errs := 0
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				if t0.After(end) {
+					break
+				}
+				err := query(ctx, c)
+				if t0.Before(measureFrom) {
+					continue
+				}
+				if err != nil {
+					errs++
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			res.Errors += errs
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	res.Queries = len(lat)
+	res.QPS = float64(len(lat)) / d.Seconds()
+	if n := len(lat); n > 0 {
+		res.P50, res.P99 = lat[n/2], lat[min(n-1, n*99/100)]
+	}
+	return res
+}
+
+// BenchRouter measures reads through Quest's router with one strategy.
+func BenchRouter(ctx context.Context, r *dbrouter.Router, s dbrouter.Strategy, clients int, d time.Duration) BenchResult {
+	states := make([]*dbrouter.State, clients)
+	for i := range states {
+		states[i] = &dbrouter.State{Session: uint64(i + 1)}
+	}
+	return bench(ctx, "Quest "+s.String(), clients, d, func(ctx context.Context, c int) error {
+		return r.ReadWith(dbrouter.WithState(ctx, states[c]), s, dbrouter.Shared, func(b *pgx.Batch) {
+			b.Queue(BenchQuery).Query(scanItems)
+		})
+	})
+}
+
+// BenchPool measures the same reads through a plain pool (pgpool-II's port).
+func BenchPool(ctx context.Context, name string, pool *pgxpool.Pool, clients int, d time.Duration) BenchResult {
+	return bench(ctx, name, clients, d, func(ctx context.Context, _ int) error {
+		rows, err := pool.Query(ctx, BenchQuery)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		return scanItems(rows)
+	})
+}
+
+// BenchMarkdown writes the benchmark's table.
+func BenchMarkdown(w io.Writer, results []BenchResult, clients int, d time.Duration) {
+	fmt.Fprintf(w, "| reads through | queries/s | p50 | p99 | × pgpool-II |\n| --- | ---: | ---: | ---: | ---: |\n")
+	for _, r := range results {
+		ratio := "1.00"
+		if r.Ratio > 0 {
+			ratio = fmt.Sprintf("%.2f", r.Ratio)
+		}
+		errs := ""
+		if r.Errors > 0 {
+			errs = fmt.Sprintf(" (%d errors)", r.Errors)
+		}
+		fmt.Fprintf(w, "| %s%s | %.0f | %s | %s | %s |\n", r.Name, errs, r.QPS, ms2(r.P50), ms2(r.P99), ratio)
+	}
+	fmt.Fprintf(w, "\n%d concurrent clients, %s per row after a warm-up, the same pgx driver and query (%q).\n", clients, d, BenchQuery)
+}
+
+func ms2(d time.Duration) string {
+	return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000)
+}
