@@ -111,8 +111,3 @@ func (c *Cluster) PIDs() []int {
 	}
 	return pids
 }
-
-// describe names a node for messages: "replica1 (127.0.0.1:54321)".
-func describe(n Node) string {
-	return fmt.Sprintf("%s (127.0.0.1:%d)", n.Name, n.Port)
-}

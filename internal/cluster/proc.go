@@ -89,7 +89,7 @@ func (u osUser) command(ctx context.Context, dir, bin string, args ...string) *e
 	cmd.Env = append(os.Environ(), "LC_ALL=C", "PGTZ=UTC")
 	if u.switches() {
 		cmd.SysProcAttr = &syscall.SysProcAttr{
-			Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)},
+			Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}, // #nosec G115 -- ids come from user.Lookup
 		}
 	}
 	return cmd

@@ -22,7 +22,7 @@ func (p *plan) add(i int) {
 			return
 		}
 	}
-	p.nodes[p.n] = uint8(i)
+	p.nodes[p.n] = uint8(i) // #nosec G115 -- i < maxNodes
 	p.n++
 }
 
@@ -53,7 +53,7 @@ func (r *Router) rendezvous(session uint64, order *[maxNodes]uint8) int {
 			weights[j], order[j] = weights[j-1], order[j-1]
 			j--
 		}
-		weights[j], order[j] = w, uint8(node.index)
+		weights[j], order[j] = w, uint8(node.index) // #nosec G115 -- index < maxNodes
 		n++
 	}
 	return n

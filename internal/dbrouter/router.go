@@ -150,7 +150,7 @@ func withDefaults(cfg Config) Config {
 		cfg.PreferFresh = time.Second
 	}
 	if cfg.Rand == nil {
-		cfg.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+		cfg.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())) // #nosec G404 -- load spreading, not security
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -199,7 +199,7 @@ func (r *Router) Replicas() []*Node { return r.nodes[1:] }
 func (r *Router) Nodes() []*Node { return append([]*Node(nil), r.nodes...) }
 
 // Strategy returns the strategy in force.
-func (r *Router) Strategy() Strategy { return Strategy(r.strategy.Load()) }
+func (r *Router) Strategy() Strategy { return Strategy(r.strategy.Load()) } // #nosec G115 -- only SetStrategy stores, below numStrategies
 
 // SetStrategy switches the strategy for every request from now on.
 func (r *Router) SetStrategy(s Strategy) error {

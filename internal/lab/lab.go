@@ -256,6 +256,7 @@ type user struct {
 
 func newUser(base, name string, seed uint64) *user {
 	jar, _ := cookiejar.New(nil)
+	// #nosec G404 -- simulated users pick items; nothing secret depends on it
 	return &user{name: name, base: base, wishes: map[int]int{}, rng: rand.New(rand.NewPCG(seed, 7)),
 		client: &http.Client{
 			Jar:           jar,

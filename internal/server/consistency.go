@@ -111,6 +111,7 @@ func (w *consistencyWriter) finishHeaders() {
 		h.Set("X-Quest-Stale", "1")
 	}
 	if w.st.Changed() {
+		// #nosec G124 -- HttpOnly, SameSite=Lax; Secure when served over TLS (--secure-cookies)
 		http.SetCookie(w.ResponseWriter, &http.Cookie{
 			Name:     consistencyCookie,
 			Value:    sign(w.s.key, consistencyCookie, w.st.Encode()),

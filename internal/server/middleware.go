@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
@@ -124,7 +125,7 @@ func (s *Server) requireLogin(next http.Handler) http.Handler {
 			return
 		}
 		if r.Method == http.MethodGet {
-			http.Redirect(w, r, "/login?next="+safeNext(r.URL.RequestURI()), http.StatusSeeOther)
+			http.Redirect(w, r, "/login?next="+url.QueryEscape(safeNext(r.URL.RequestURI())), http.StatusSeeOther) // #nosec G710 -- a path on this site
 			return
 		}
 		s.renderError(w, r, http.StatusUnauthorized, "Please sign in first.")
