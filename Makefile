@@ -11,7 +11,7 @@ GOSEC_VERSION       := v2.30.0
 STATICCHECK         := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 GOSEC               := $(TOOLS)/gosec-$(GOSEC_VERSION)/gosec
 
-.PHONY: build run test lint lab lab-pgpool pgpool2 down purge status compose-up compose-down compose-config fmt vet clean
+.PHONY: build run test lint lab faults lab-pgpool pgpool2 down purge status compose-up compose-down compose-config fmt vet clean
 
 ## build: compile the quest binary into .quest/bin
 build:
@@ -63,6 +63,11 @@ pgpool2:
 	  made=0; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made=1; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgpool2; \
 	  status=$$?; [ $$made = 0 ] || rm -f /usr/sbin/policy-rc.d; exit $$status; }
+
+## faults: the fault scenarios under load against the local cluster; rewrites the README's table
+faults: build
+	$(BIN) cluster up
+	$(BIN) lab faults --readme README.md
 
 ## down: stop the local cluster (data kept); purge: stop it and delete its data
 down: build

@@ -28,8 +28,11 @@ import (
 )
 
 func (e environment) lab(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "faults" {
+		return e.labFaults(ctx, args[1:])
+	}
 	if len(args) == 0 || args[0] != "run" {
-		return fmt.Errorf("usage: quest lab run [--quick] [--dir D] [--url URL] [--users N] [--out DIR] [--readme FILE]")
+		return fmt.Errorf("usage: quest lab run [--quick] [--dir D] [--url URL] [--users N] [--out DIR] [--readme FILE], or quest lab faults [--quick] [--dir D]")
 	}
 	fs := e.newFlags("lab run", "lab run [--quick] [--dir D] [--url URL] [--users N] [--out DIR] [--readme FILE]")
 	dir := fs.String("dir", e.defaultStateDir(), "the local cluster whose lag levers the lab pulls")
@@ -105,7 +108,7 @@ func (e environment) lab(ctx context.Context, args []string) error {
 		if err := migrateLeader(ctx, c); err != nil {
 			return err
 		}
-		app, err := startInProcess(ctx, c.PrimaryURL(), c.ReplicaURLs(), c)
+		app, err := startInProcess(ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs()}, c)
 		if err != nil {
 			return err
 		}
@@ -168,7 +171,7 @@ func (e environment) withPgpool(ctx context.Context, c *cluster.Cluster, cfg lab
 
 	// The app with pgpool as its only database: the primary strategy from
 	// the app's view; pgpool does the routing.
-	via, err := startInProcess(ctx, pp.URL(), nil, nil)
+	via, err := startInProcess(ctx, dbrouter.Config{PrimaryURL: pp.URL()}, nil)
 	if err != nil {
 		return err
 	}
@@ -274,14 +277,15 @@ type inProcess struct {
 // default); pgpool-II gets as many sessions.
 const appPoolSize = 10
 
-// startInProcess serves Quest on a free loopback port for the lab. With no
-// replica URLs the app reads everything from primaryURL (pgpool-II's port).
-func startInProcess(ctx context.Context, primaryURL string, replicaURLs []string, levers server.Levers) (*inProcess, error) {
-	strategy := dbrouter.Causal
-	if len(replicaURLs) == 0 {
-		strategy = dbrouter.Primary
+// startInProcess serves Quest on a free loopback port for the lab, with
+// the causal strategy. With no replica URLs the app reads everything from
+// the primary URL (pgpool-II's port) with the primary strategy.
+func startInProcess(ctx context.Context, rc dbrouter.Config, levers server.Levers) (*inProcess, error) {
+	rc.Strategy, rc.MaxConns = dbrouter.Causal, appPoolSize
+	if len(rc.ReplicaURLs) == 0 {
+		rc.Strategy = dbrouter.Primary
 	}
-	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: primaryURL, ReplicaURLs: replicaURLs, Strategy: strategy, MaxConns: appPoolSize})
+	r, err := dbrouter.New(ctx, rc)
 	if err != nil {
 		return nil, err
 	}
@@ -347,4 +351,65 @@ func adminStrategySwitch(ctx context.Context, base, password string) (func(conte
 		}
 		return err
 	}, nil
+}
+
+// labFaults runs the fault scenarios under load and prints their table.
+func (e environment) labFaults(ctx context.Context, args []string) error {
+	fs := e.newFlags("lab faults", "lab faults [--quick] [--dir D] [--users N] [--out DIR] [--readme FILE]")
+	dir := fs.String("dir", e.defaultStateDir(), "the local cluster to break")
+	quick := fs.Bool("quick", false, "short phases (about a minute in all)")
+	users := fs.Int("users", 6, "simulated users")
+	out := fs.String("out", "", "directory for faults.md (default .quest/lab beside the state dir)")
+	readme := fs.String("readme", "", "also replace the faults section of this README with the table")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("lab faults takes no arguments, got %q", pos)
+	}
+	if *users < 2 || *users > 200 {
+		return fmt.Errorf("--users %d: choose between 2 and 200", *users)
+	}
+	c, err := cluster.Open(*dir)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		*out = filepath.Join(filepath.Dir(c.Dir()), "lab")
+	}
+	if err := migrateLeader(ctx, c); err != nil {
+		return err
+	}
+	cfg := lab.FaultConfig{Cluster: c, Users: *users, Progress: e.stderr}
+	if *quick {
+		cfg.Phase, cfg.Load = 2500*time.Millisecond, 4*time.Second
+	}
+	// Every instance shares the session key and runs with a 2 s lag limit,
+	// so a paused replica is excluded within the scenario.
+	cfg.StartApp = func(ctx context.Context) (lab.App, error) {
+		app, err := startInProcess(ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), MaxLag: 2 * time.Second}, c)
+		if err != nil {
+			return lab.App{}, err
+		}
+		return lab.App{URL: app.url, Stop: app.stop}, nil
+	}
+	res, err := lab.RunFaults(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	res.Machine = lab.MachineDescription()
+	var md strings.Builder
+	res.Markdown(&md)
+	fmt.Fprint(e.stdout, md.String())
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "faults.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	if *readme != "" {
+		return lab.ReplaceSection(*readme, "faults", md.String())
+	}
+	return nil
 }

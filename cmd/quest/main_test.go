@@ -14,8 +14,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"quest/internal/cluster"
 	"quest/internal/testcluster"
@@ -391,4 +395,123 @@ func processAlive(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(stat), ')')
 	return i < 0 || i+2 >= len(stat) || (stat[i+2] != 'Z' && stat[i+2] != 'X')
+}
+
+// TestLabFaultsQuick breaks the package's cluster under load and checks the
+// table: no failed request when a replica dies, no lost write, no anomaly.
+func TestLabFaultsQuick(t *testing.T) {
+	c := testcluster.Get(t)
+	began := time.Now()
+	stdout, stderr, err := quest(t, nil, "lab", "faults", "--quick", "--dir", c.Dir(), "--out", t.TempDir())
+	if err != nil {
+		t.Fatalf("lab faults: %v\n%s", err, stderr)
+	}
+	t.Logf("quick fault run took %s", time.Since(began).Round(time.Second))
+	rows := map[string][]string{}
+	for _, line := range strings.Split(stdout, "\n") {
+		if f := strings.Split(line, " | "); len(f) == 11 && strings.HasPrefix(line, "| ") && !strings.HasPrefix(line, "| scenario") {
+			rows[strings.TrimPrefix(f[0], "| ")] = f
+		}
+	}
+	num := func(s string) int { n, _ := strconv.Atoi(strings.TrimSpace(s)); return n }
+	for _, name := range []string{"replica1 killed (SIGKILL), restarted", "primary stopped (fast), restarted",
+		"primary stopped (immediate), restarted", "replica1 paused past the 2 s lag limit",
+		"app restarted, users signed in", "two app instances, users alternating"} {
+		f := rows[name]
+		if f == nil {
+			t.Fatalf("the table lacks %q:\n%s", name, stdout)
+		}
+		if failed, anomalies, lost := num(f[2]), num(f[5]), num(f[7]); failed != 0 || anomalies != 0 || lost != 0 {
+			t.Errorf("%s: %d failed requests, %d anomalies, %d lost writes; want none", name, failed, anomalies, lost)
+		}
+		if strings.HasPrefix(name, "primary") && num(f[3]) == 0 {
+			t.Errorf("%s: no form answered 503 while the primary was down", name)
+		}
+	}
+	if f := rows["replica1 paused past the 2 s lag limit"]; !strings.Contains(f[10], "excluded past the limit: true; taken back once caught up: true") {
+		t.Errorf("the paused replica was not excluded and taken back: %s", f[10])
+	}
+	if f := rows["replica1 killed (SIGKILL), restarted"]; !regexp.MustCompile(`/ 0 % / [1-9]`).MatchString(f[10]) {
+		t.Errorf("the killed replica's share did not go to 0 and come back: %s", f[10])
+	}
+}
+
+// TestGracefulShutdownUnderLoad cancels serve's context — what SIGTERM
+// does — while clients keep requesting pages: requests in flight finish,
+// serve returns cleanly, and the app's connections are closed.
+func TestGracefulShutdownUnderLoad(t *testing.T) {
+	c := testcluster.Get(t)
+	env := map[string]string{"QUEST_DIR": c.Dir()}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, pw, io.Discard)
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	base := regexp.MustCompile(`http://localhost:\d+`).FindString(line)
+	var wg sync.WaitGroup
+	var ok, broken atomic.Int64
+	stop := make(chan struct{})
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 10 * time.Second}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Get(base + "/catalog")
+				if err != nil {
+					// After shutdown new connections are refused: that is the end.
+					if strings.Contains(err.Error(), "connection refused") {
+						return
+					}
+					broken.Add(1)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					ok.Add(1)
+				} else {
+					broken.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	close(stop)
+	wg.Wait()
+	if ok.Load() == 0 || broken.Load() != 0 {
+		t.Fatalf("%d requests answered 200, %d broke during shutdown", ok.Load(), broken.Load())
+	}
+	// The pools are closed: no connection of the app's is left on the primary.
+	conn, err := pgx.Connect(context.Background(), c.SuperURL(c.Nodes()[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	testcluster.Eventually(t, 10*time.Second, "the app's connections to close", func() bool {
+		var n int
+		err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'quest' AND datname = 'quest'`).Scan(&n)
+		return err == nil && n == 0
+	})
 }

@@ -187,6 +187,14 @@ func (r *Result) WriteFiles(dir string) error {
 // UpdateReadme replaces the text between the markers <!-- SECTION:begin -->
 // and <!-- SECTION:end --> in a README with the table.
 func (r *Result) UpdateReadme(path, section string) error {
+	var md strings.Builder
+	r.Markdown(&md)
+	return ReplaceSection(path, section, md.String())
+}
+
+// ReplaceSection replaces the text between <!-- SECTION:begin --> and
+// <!-- SECTION:end --> in a file.
+func ReplaceSection(path, section, text string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -197,9 +205,7 @@ func (r *Result) UpdateReadme(path, section string) error {
 	if i < 0 || j < i {
 		return fmt.Errorf("%s has no %s … %s section", path, begin, end)
 	}
-	var md strings.Builder
-	r.Markdown(&md)
-	s = s[:i+len(begin)] + "\n" + md.String() + s[j:]
+	s = s[:i+len(begin)] + "\n" + text + s[j:]
 	return os.WriteFile(path, []byte(s), 0o644)
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -446,5 +447,98 @@ func TestReadOnlyWhilePrimaryDown(t *testing.T) {
 	want(t, r, http.StatusServiceUnavailable, "Read-only right now")
 	if r.header.Get("Location") != "" {
 		t.Fatal("the failed sign-in still redirected")
+	}
+}
+
+// TestHostileInputNeverA5xx sends every form and route bad input — wrong
+// methods, invalid UTF-8, NUL bytes, oversized and missing fields, odd ids
+// — and wants a 4xx with a page saying why, and nothing stored.
+func TestHostileInputNeverA5xx(t *testing.T) {
+	a := newApp(t, dbrouter.Causal)
+	c := a.client(t)
+	c.signup()
+	counts := func() string {
+		var w, th, cm int
+		err := a.router.Primary().Pool.QueryRow(context.Background(),
+			`SELECT (SELECT count(*) FROM wishlist_entries), (SELECT count(*) FROM threads), (SELECT count(*) FROM comments)`).Scan(&w, &th, &cm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(w, th, cm)
+	}
+	r := c.post("/forum", url.Values{"title": {"target"}, "body": {"a thread to aim at"}})
+	thread := r.header.Get("Location")
+	before := counts()
+	big := strings.Repeat("z", 70<<10)
+	posts := []string{"/signup", "/login", "/profile", "/wishlist", "/wishlist/1/delete", "/forum", thread + "/comments"}
+	bad := []url.Values{
+		{"username": {"\xff\xfe"}, "display_name": {"\xff"}, "password": {"\xff"}, "title": {"\xff"}, "body": {"\xff"}, "bio": {"\xff"}, "item_id": {"\xff"}},
+		{"username": {"a\x00b"}, "display_name": {"\x00"}, "password": {"\x00"}, "title": {"\x00"}, "body": {"\x00"}, "bio": {"\x00"}, "item_id": {"1\x00"}},
+		{"title": {big}, "body": {big}},
+	}
+	for _, p := range posts {
+		for i, form := range bad {
+			r := c.post(p, form)
+			if r.status < 400 || r.status > 499 || !strings.Contains(r.body, "<h1>") {
+				t.Errorf("POST %s with bad form %d: %d", p, i, r.status)
+			}
+		}
+	}
+	for _, m := range []struct{ method, path string }{
+		{http.MethodGet, "/logout"}, {http.MethodPost, "/catalog"}, {http.MethodDelete, "/wishlist"},
+		{http.MethodPut, thread}, {http.MethodPatch, "/profile"}, {http.MethodGet, "/wishlist/1/delete"},
+		{http.MethodGet, "/forum/1/comments"}, {http.MethodPost, "/lab/state"},
+	} {
+		req, _ := http.NewRequest(m.method, a.URL+m.path, nil)
+		if r := c.do(req); r.status != http.StatusMethodNotAllowed && r.status != http.StatusNotFound {
+			t.Errorf("%s %s: %d, want 405 or 404", m.method, m.path, r.status)
+		}
+	}
+	for _, p := range []string{"/forum/99999999999999999999", "/users/-0", "/users/1e3", "/forum/1?page=-2", "/forum?page=99999999999", "/%ff", "/users/%00"} {
+		if r := c.get(p); r.status < 400 || r.status > 499 {
+			t.Errorf("GET %s: %d", p, r.status)
+		}
+	}
+	if after := counts(); after != before {
+		t.Fatalf("bad input stored something: rows %s → %s", before, after)
+	}
+}
+
+func TestExpiredSessionMeansSignedOut(t *testing.T) {
+	a := newApp(t, dbrouter.Causal)
+	c := a.client(t)
+	c.signup()
+	want(t, c.get("/wishlist"), http.StatusOK)
+	u, _ := url.Parse(a.URL)
+	token := sessionCookie(c, u)
+	if _, err := a.router.Primary().Pool.Exec(context.Background(), `UPDATE sessions SET expiry = now() - interval '1 minute' WHERE token = $1`, token); err != nil {
+		t.Fatal(err)
+	}
+	waitReplicated(t, a)
+	if r := c.get("/wishlist"); r.status != http.StatusSeeOther {
+		t.Fatalf("an expired session still signs in: %d", r.status)
+	}
+}
+
+func TestLoginRateLimitHoldsUnderABurst(t *testing.T) {
+	a := newApp(t, dbrouter.Causal)
+	c := a.client(t)
+	name := c.signup()
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := a.client(t).post("/login", url.Values{"username": {name}, "password": {"a wrong guess"}})
+			mu.Lock()
+			statuses[r.status]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if statuses[http.StatusUnauthorized] > 5 || statuses[http.StatusTooManyRequests] < 15 || len(statuses) > 2 {
+		t.Fatalf("a burst of 20 wrong passwords: %v; want at most 5 tried, the rest 429", statuses)
 	}
 }
