@@ -217,8 +217,10 @@ func TestTrackerIgnoresAnIdlePrimary(t *testing.T) {
 	r := newRouter(t, c, dbrouter.Config{MaxLag: 300 * time.Millisecond})
 	waitReplicated(t)
 	time.Sleep(time.Second) // idle for longer than the lag limit
+	// The lag must not grow with idle time (as now() − the last replay's
+	// timestamp would); background WAL (autovacuum) may leave a few ms.
 	for _, h := range r.Health()[1:] {
-		if h.Excluded != dbrouter.Usable || h.Lag != 0 {
+		if h.Excluded != dbrouter.Usable || h.Lag > 100*time.Millisecond {
 			t.Errorf("%s after an idle second: %s, lag %s; want usable with no lag", h.Name, h.Excluded, h.Lag)
 		}
 	}

@@ -109,11 +109,13 @@ func (l *load) record(p page, err error, isGet bool) {
 		l.row.Failed++ // signed out: the session was lost
 	}
 	l.lat = append(l.lat, p.elapsed)
-	served := l.row.phaseServed[l.phase.Load()]
+	phase := l.phase.Load()
 	for _, entry := range strings.Split(p.route, ",") {
 		parts := strings.Split(entry, ":")
 		if len(parts) >= 2 {
-			served[parts[0]]++
+			if phase >= 0 {
+				l.row.phaseServed[phase][parts[0]]++
+			}
 			if parts[1] == "stale" {
 				l.row.Stale++
 			}
@@ -239,10 +241,15 @@ func (l *load) scenario(ctx context.Context, name string, steps ...func(ctx cont
 	var stepErr error
 	for i, step := range steps {
 		sleep(ctx, l.cfg.Phase)
+		// While a step runs, and for a poll interval and a half after it,
+		// reads are not attributed to a phase: requests already in flight
+		// when a node died still come back from it.
+		l.phase.Store(-1)
 		if err := step(ctx); err != nil {
 			stepErr = fmt.Errorf("%s: step %d: %w", name, i+1, err)
 			break
 		}
+		sleep(ctx, transition)
 		l.phase.Store(int32(i + 1))
 	}
 	sleep(ctx, l.cfg.Phase)
@@ -549,6 +556,10 @@ func RunFaults(ctx context.Context, cfg FaultConfig) (*FaultResult, error) {
 	res.Elapsed = time.Since(began)
 	return res, nil
 }
+
+// transition is how long after a fault's step reads go unattributed:
+// one and a half of the tracker's 100 ms poll intervals.
+const transition = 150 * time.Millisecond
 
 // drain is how long an instance keeps serving after users stop being sent
 // to it.
