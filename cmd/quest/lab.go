@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -46,22 +47,9 @@ func (e environment) lab(ctx context.Context, args []string) error {
 	strategies := fs.String("strategies", "", "comma-separated strategies to run (default all six, in order; a name may repeat)")
 	closedOnly := fs.Bool("closed-loop-only", false, "run only the closed-loop throughput cells")
 	viaPgpool := fs.Bool("via-pgpool", false, "also run the app through pgpool-II (a pgpool-II row) and the query-level benchmark against it")
-	pos, err := parse(fs, args[1:])
+	c, err := labTarget(fs, args[1:], "lab run", dir, users, out)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("lab run takes no arguments, got %q", pos)
-	}
-	if *users < 2 || *users > 200 {
-		return fmt.Errorf("--users %d: choose between 2 and 200", *users)
-	}
-	c, err := cluster.Open(*dir)
-	if err != nil {
-		return err
-	}
-	if *out == "" {
-		*out = filepath.Join(filepath.Dir(c.Dir()), "lab")
 	}
 
 	cfg := lab.Config{Cluster: c, Users: *users, Think: *think, Progress: e.stderr}
@@ -361,22 +349,9 @@ func (e environment) labFaults(ctx context.Context, args []string) error {
 	users := fs.Int("users", 6, "simulated users")
 	out := fs.String("out", "", "directory for faults.md (default .quest/lab beside the state dir)")
 	readme := fs.String("readme", "", "also replace the faults section of this README with the table")
-	pos, err := parse(fs, args)
+	c, err := labTarget(fs, args, "lab faults", dir, users, out)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("lab faults takes no arguments, got %q", pos)
-	}
-	if *users < 2 || *users > 200 {
-		return fmt.Errorf("--users %d: choose between 2 and 200", *users)
-	}
-	c, err := cluster.Open(*dir)
-	if err != nil {
-		return err
-	}
-	if *out == "" {
-		*out = filepath.Join(filepath.Dir(c.Dir()), "lab")
 	}
 	if err := migrateLeader(ctx, c); err != nil {
 		return err
@@ -412,4 +387,28 @@ func (e environment) labFaults(ctx context.Context, args []string) error {
 		return lab.ReplaceSection(*readme, "faults", md.String())
 	}
 	return nil
+}
+
+// labTarget parses a lab command's flags, checks them, and opens the
+// cluster it works on; out defaults to .quest/lab beside the state dir.
+// The flags are passed as pointers: they are read after parsing.
+func labTarget(fs *flag.FlagSet, args []string, name string, dir *string, users *int, out *string) (*cluster.Cluster, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != 0 {
+		return nil, fmt.Errorf("%s takes no arguments, got %q", name, pos)
+	}
+	if *users < 2 || *users > 200 {
+		return nil, fmt.Errorf("--users %d: choose between 2 and 200", *users)
+	}
+	c, err := cluster.Open(*dir)
+	if err != nil {
+		return nil, err
+	}
+	if *out == "" {
+		*out = filepath.Join(filepath.Dir(c.Dir()), "lab")
+	}
+	return c, nil
 }

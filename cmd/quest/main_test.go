@@ -63,6 +63,11 @@ func TestCommandLineErrorsAreOneLine(t *testing.T) {
 		{"no cluster", nil, []string{"cluster", "status", "--dir", fresh}, "no Quest cluster here"},
 		{"migrate a replica", replicaEnv, []string{"migrate", "up"}, "is a replica (in recovery); migrations run on the primary only"},
 		{"migrate without database", nil, []string{"migrate", "up", "--dir", fresh}, "no database: set DATABASE_URL"},
+		{"lab with one user", nil, []string{"lab", "run", "--users", "1", "--dir", c.Dir()}, "--users 1: choose between 2 and 200"},
+		{"lab faults without a cluster", nil, []string{"lab", "faults", "--dir", fresh}, "no Quest cluster here"},
+		{"lab unknown action", nil, []string{"lab", "explode"}, "usage: quest lab run"},
+		{"lab unknown strategy", nil, []string{"lab", "run", "--strategies", "random,fastest", "--dir", c.Dir()}, `unknown strategy "fastest"`},
+		{"dbshell unknown node", nil, []string{"dbshell", "--database", "replica9", "--dir", c.Dir()}, `unknown node "replica9"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

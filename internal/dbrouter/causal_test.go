@@ -83,16 +83,7 @@ func TestCausalMonotonicReadsAcrossFailover(t *testing.T) {
 	r := causalRouter(t, c, dbrouter.Config{PollInterval: time.Hour})
 	ctx := context.Background()
 	table := newTable(t, r)
-	insert(t, ctx, r, table, 9, "There's nothing wrong with the site")
-	waitReplicated(t)
-	pauseReplicas(t, c, "replica1")
-	insert(t, ctx, r, table, 9, "What's up with the site today?")
-	testcluster.Eventually(t, 15*time.Second, "replica2 to have both comments", func() bool {
-		var n int
-		err := r.Replicas()[1].Pool.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n)
-		return err == nil && n == 2
-	})
-	pauseReplicas(t, c, "replica2")
+	pauseAtDifferentPositions(t, c, r, table)
 
 	// Sessions read repeatedly; none may ever see fewer comments.
 	check := func(label string, sessions []*dbrouter.State, seen []int) {

@@ -142,13 +142,11 @@ func TestReadYourWrites(t *testing.T) {
 	}
 }
 
-func TestMonotonicReads(t *testing.T) {
-	c := testcluster.Get(t)
-	rng := rand.New(rand.NewPCG(7, 11))
-	r := newRouter(t, c, dbrouter.Config{Rand: rng})
+// pauseAtDifferentPositions writes two comments by owner 9 and leaves
+// replica1 paused before the second, replica2 after it.
+func pauseAtDifferentPositions(t *testing.T, c *cluster.Cluster, r *dbrouter.Router, table string) {
+	t.Helper()
 	ctx := context.Background()
-	table := newTable(t, r)
-	// replica1 stops before the second comment, replica2 after it.
 	insert(t, ctx, r, table, 9, "There's nothing wrong with the site")
 	waitReplicated(t)
 	pauseReplicas(t, c, "replica1")
@@ -159,6 +157,15 @@ func TestMonotonicReads(t *testing.T) {
 		return err == nil && n == 2
 	})
 	pauseReplicas(t, c, "replica2")
+}
+
+func TestMonotonicReads(t *testing.T) {
+	c := testcluster.Get(t)
+	rng := rand.New(rand.NewPCG(7, 11))
+	r := newRouter(t, c, dbrouter.Config{Rand: rng})
+	ctx := context.Background()
+	table := newTable(t, r)
+	pauseAtDifferentPositions(t, c, r, table)
 
 	wentBack := func(s dbrouter.Strategy, session uint64) int {
 		sctx := dbrouter.WithState(ctx, &dbrouter.State{Session: session})
