@@ -75,8 +75,15 @@ func (e environment) lab(ctx context.Context, args []string) error {
 	if *viaPgpool && *appURL != "" {
 		return fmt.Errorf("--via-pgpool starts its own app instances; drop --url")
 	}
-	if *viaPgpool && *quick && *strategies == "" {
-		cfg.Strategies = []dbrouter.Strategy{dbrouter.Causal} // the contrast, in under a minute
+	if *viaPgpool && *quick {
+		// The contrast, in under a minute: with replay paused everywhere a
+		// proxy that balances reads over replicas must show the anomaly,
+		// whichever replica its sessions landed on.
+		if *strategies == "" {
+			cfg.Strategies = []dbrouter.Strategy{dbrouter.Causal}
+		}
+		all := lab.DefaultSettings()
+		cfg.Settings = []lab.LagSetting{all[0], all[3]}
 	}
 	if *appURL != "" {
 		cfg.URL = strings.TrimRight(*appURL, "/")
