@@ -392,18 +392,9 @@ func TestLabQuickViaPgpool(t *testing.T) {
 	}
 	if pid := regexp.MustCompile(`pgpool-II \(pid (\d+)\)`).FindStringSubmatch(stderr); pid == nil {
 		t.Error("the run did not say which pgpool it started")
-	} else if n, _ := strconv.Atoi(pid[1]); processAlive(n) {
+	} else if n, _ := strconv.Atoi(pid[1]); testcluster.ProcessAlive(n) {
 		t.Errorf("pgpool (pid %d) still runs after the lab", n)
 	}
-}
-
-func processAlive(pid int) bool {
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(stat), ')')
-	return i < 0 || i+2 >= len(stat) || (stat[i+2] != 'Z' && stat[i+2] != 'X')
 }
 
 // TestLabFaultsQuick breaks the package's cluster under load and checks the

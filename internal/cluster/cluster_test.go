@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -274,7 +273,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, pid := range pids {
-		if processExists(pid) {
+		if testcluster.ProcessAlive(pid) {
 			t.Fatalf("postmaster %d still running after Down", pid)
 		}
 	}
@@ -292,7 +291,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, pid := range pids {
-		if processExists(pid) {
+		if testcluster.ProcessAlive(pid) {
 			t.Fatalf("postmaster %d still running after Down --purge", pid)
 		}
 	}
@@ -338,13 +337,4 @@ func equal(a, b []int) bool {
 		}
 	}
 	return true
-}
-
-func processExists(pid int) bool {
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(stat), ')')
-	return i < 0 || i+2 >= len(stat) || (stat[i+2] != 'Z' && stat[i+2] != 'X')
 }
