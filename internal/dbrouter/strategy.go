@@ -106,12 +106,3 @@ func (r Reason) String() string {
 	}
 	return fmt.Sprintf("reason(%d)", r)
 }
-
-// Reasons lists every reason in order.
-func Reasons() []Reason {
-	rs := make([]Reason, numReasons)
-	for i := range rs {
-		rs[i] = Reason(i)
-	}
-	return rs
-}
