@@ -42,8 +42,15 @@ func Main(m *testing.M) int {
 		startErr = err
 		return m.Run()
 	}
+	// Tests begin with every follower holding the schema: a session
+	// without a token may read from any of them.
 	if err := migrate(ctx, c); err != nil {
 		fmt.Fprintf(os.Stderr, "testcluster: migrate: %v\n", err)
+		c.Down(ctx, true)
+		return 1
+	}
+	if err := c.WaitCaughtUp(ctx, time.Minute); err != nil {
+		fmt.Fprintf(os.Stderr, "testcluster: followers did not replay the migrations: %v\n", err)
 		c.Down(ctx, true)
 		return 1
 	}
