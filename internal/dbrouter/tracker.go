@@ -164,6 +164,11 @@ func (t *tracker) pollOnce(ctx context.Context, i int) {
 	if i == 0 && h.Up && !h.InRecovery {
 		t.addSample(h.Position, now)
 	}
+	if t.health[i].Up && !h.Up {
+		// Gone down: its pooled connections are most likely broken, and
+		// each would fail a read once the node is back (see forget).
+		t.r.nodes[i].Pool.Reset()
+	}
 	t.health[i] = h
 	t.publish(now)
 }
@@ -265,7 +270,13 @@ func (t *tracker) publish(now time.Time) {
 
 // forget drops what the tracker knows of node i after a read on it failed:
 // it gets no reads until a poll reaches it again.
+//
+// The node's pool is reset too: a node that failed once has most likely
+// broken every pooled connection (a crash, a restart), and each of them
+// would otherwise fail one more read on its way out. Connections in use
+// are closed when they are released.
 func (t *tracker) forget(i int, err error) {
+	t.r.nodes[i].Pool.Reset()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.health[i] = Health{Name: t.r.nodes[i].Name, CheckedAt: time.Now(), Err: err.Error()}

@@ -188,3 +188,154 @@ func runningOn(t *testing.T, c *cluster.Cluster, probe string) string {
 	}
 	return ""
 }
+
+// replayLSN returns the named node's replay position, read as superuser.
+func replayLSN(t *testing.T, c *cluster.Cluster, name string) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	n, err := c.Node(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, c.SuperURL(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	lsn, err := dbrouter.ParseLSN(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}
+
+// superExec runs statements as superuser on the named node.
+func superExec(t *testing.T, c *cluster.Cluster, name string, stmts ...string) {
+	t.Helper()
+	ctx := context.Background()
+	n, err := c.Node(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, c.SuperURL(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			t.Fatalf("%s on %s: %v", s, name, err)
+		}
+	}
+}
+
+// TestCausalRefusesAReplicaThatWentBack forces what a crash can do to a
+// standby: it comes back accepting queries at a replay position older than
+// what it served before. After a restartpoint, a few commits and a
+// SIGKILL, replay restarts at the restartpoint, opens for queries once
+// consistent, and — with a one-hour apply delay, which PostgreSQL applies
+// only after consistency — stops before the commits it had replayed. A
+// session that wrote them, and one that read them there, must still see
+// them: the in-band check falls short and the read moves on.
+func TestCausalRefusesAReplicaThatWentBack(t *testing.T) {
+	c := testcluster.Get(t)
+	ctx := context.Background()
+	r := causalRouter(t, c, dbrouter.Config{})
+	table := newTable(t, r)
+	session := sessionOn(t, r, "replica1")
+	writer := &dbrouter.State{Session: session}
+	wctx := dbrouter.WithState(ctx, writer)
+
+	// A fresh restartpoint on replica1, then commits it replays past it.
+	superExec(t, c, "leader", "CHECKPOINT")
+	waitReplicated(t)
+	superExec(t, c, "replica1", "CHECKPOINT")
+	for i := range 5 {
+		insert(t, wctx, r, table, 5, fmt.Sprint("note ", i))
+	}
+	waitReplicated(t)
+	reader := &dbrouter.State{Session: session}
+	rctx := dbrouter.WithState(ctx, reader)
+	if n, node := count(t, rctx, r, dbrouter.Causal, dbrouter.Shared, table, 5); n != 5 || node != "replica1" {
+		t.Fatalf("before the crash: %d notes from %s, want 5 from replica1", n, node)
+	}
+	before := replayLSN(t, c, "replica1")
+
+	// replica2 paused: causal skips it, so replica1 is the only replica
+	// left to try. Then the crash, with replay held back after restart.
+	pauseReplicas(t, c, "replica2")
+	if err := c.SetDelay(ctx, "replica1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.SetDelay(context.Background(), "replica1", 0) })
+	if err := c.Kill(ctx, "replica1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Start(context.Background(), "replica1") })
+	testcluster.Eventually(t, 10*time.Second, "the router to see replica1 down", func() bool {
+		return !health(r, "replica1").Up
+	})
+	if err := c.Start(ctx, "replica1"); err != nil {
+		t.Fatal(err)
+	}
+	after := replayLSN(t, c, "replica1")
+	if after >= before {
+		t.Fatalf("replica1 restarted at %s, not behind %s: the scenario did not happen",
+			dbrouter.FormatLSN(after), dbrouter.FormatLSN(before))
+	}
+	// What replica1 itself now shows, asked directly.
+	n1, err := c.Node("replica1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := pgx.Connect(ctx, c.URL(n1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var there int
+	err = direct.QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE owner = 5").Scan(&there)
+	direct.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if there >= 5 {
+		t.Fatalf("replica1 still shows %d notes after going back", there)
+	}
+	t.Logf("replica1 served up to %s (5 notes) before the crash, restarted at %s (%d notes)",
+		dbrouter.FormatLSN(before), dbrouter.FormatLSN(after), there)
+	testcluster.Eventually(t, 10*time.Second, "the router to see replica1 back, usable", func() bool {
+		h := health(r, "replica1")
+		return h.Up && h.Excluded == dbrouter.Usable && h.Position == after
+	})
+
+	short := r.CausalStats().Short
+	for _, s := range []struct {
+		name string
+		ctx  context.Context
+	}{{"the writer", wctx}, {"the reader", rctx}} {
+		n, node := count(t, s.ctx, r, dbrouter.Causal, dbrouter.Shared, table, 5)
+		if n != 5 {
+			t.Errorf("%s saw %d of the 5 notes (from %s) after replica1 went back", s.name, n, node)
+		}
+		if node == "replica1" {
+			t.Errorf("%s was served by replica1, which is behind its token", s.name)
+		}
+	}
+	if got := r.CausalStats().Short - short; got != 2 {
+		t.Errorf("%d in-band checks fell short on replica1, want 2 (one per session)", got)
+	}
+}
+
+// health returns the router's view of the named node.
+func health(r *dbrouter.Router, name string) dbrouter.Health {
+	for _, h := range r.Health() {
+		if h.Name == name {
+			return h
+		}
+	}
+	return dbrouter.Health{}
+}
