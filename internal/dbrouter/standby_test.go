@@ -22,12 +22,7 @@ import (
 func setOnReplicas(t *testing.T, c *cluster.Cluster, param, value string) {
 	t.Helper()
 	ctx := context.Background()
-	apply := func(n cluster.Node, stmt, want string) error {
-		conn, err := pgx.Connect(ctx, c.SuperURL(n))
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
+	apply := func(conn *pgx.Conn, stmt, want string) error {
 		if _, err := conn.Exec(ctx, stmt); err != nil {
 			return err
 		}
@@ -43,28 +38,24 @@ func setOnReplicas(t *testing.T, c *cluster.Cluster, param, value string) {
 				return nil
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%s: %s is %s after reload, want %s", n.Name, param, got, want)
+				return fmt.Errorf("%s is %s after reload, want %s", param, got, want)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	for _, n := range c.Nodes()[1:] {
-		conn, err := pgx.Connect(ctx, c.SuperURL(n))
-		if err != nil {
-			t.Fatal(err)
-		}
+		conn := superConn(t, c, n.Name)
 		var old string
-		err = conn.QueryRow(ctx, "SELECT current_setting($1)", param).Scan(&old)
-		conn.Close(ctx)
-		if err != nil {
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", param).Scan(&old); err != nil {
 			t.Fatal(err)
 		}
-		if err := apply(n, fmt.Sprintf("ALTER SYSTEM SET %s = '%s'", param, value), value); err != nil {
-			t.Fatal(err)
+		if err := apply(conn, fmt.Sprintf("ALTER SYSTEM SET %s = '%s'", param, value), value); err != nil {
+			t.Fatalf("%s: %v", n.Name, err)
 		}
+		// Runs before superConn's cleanup closes conn.
 		t.Cleanup(func() {
-			if err := apply(n, "ALTER SYSTEM RESET "+param, old); err != nil {
-				t.Error(err)
+			if err := apply(conn, "ALTER SYSTEM RESET "+param, old); err != nil {
+				t.Errorf("%s: %v", n.Name, err)
 			}
 		})
 	}
@@ -109,20 +100,19 @@ func TestRecoveryConflictRetriesElsewhere(t *testing.T) {
 				})
 				done <- result{n, err}
 			}()
+			replicas := map[string]*pgx.Conn{}
+			for _, n := range c.Nodes()[1:] {
+				replicas[n.Name] = superConn(t, c, n.Name)
+			}
 			victim := ""
 			testcluster.Eventually(t, 5*time.Second, "the read to start on a replica", func() bool {
-				victim = runningOn(t, c, probe)
+				victim = runningOn(t, replicas, probe)
 				return victim != ""
 			})
 
 			// Take the lock on the primary and flush it to the replicas
 			// (another transaction's commit flushes the WAL before it);
 			// hold it for a second, then let go.
-			primary, err := pgx.Connect(ctx, c.SuperURL(c.Nodes()[0]))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer primary.Close(ctx)
 			locker, err := pgx.Connect(ctx, c.PrimaryURL())
 			if err != nil {
 				t.Fatal(err)
@@ -135,9 +125,7 @@ func TestRecoveryConflictRetriesElsewhere(t *testing.T) {
 			if _, err := tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS EXCLUSIVE MODE"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := primary.Exec(ctx, "SELECT txid_current()"); err != nil {
-				t.Fatal(err)
-			}
+			superExec(t, c, "leader", "SELECT txid_current()")
 			time.Sleep(time.Second)
 			if err := tx.Commit(ctx); err != nil {
 				t.Fatal(err)
@@ -168,42 +156,43 @@ func TestRecoveryConflictRetriesElsewhere(t *testing.T) {
 
 // runningOn returns the replica whose backend is running a query that
 // contains probe, or "".
-func runningOn(t *testing.T, c *cluster.Cluster, probe string) string {
+func runningOn(t *testing.T, replicas map[string]*pgx.Conn, probe string) string {
 	t.Helper()
-	ctx := context.Background()
-	for _, n := range c.Nodes()[1:] {
-		conn, err := pgx.Connect(ctx, c.SuperURL(n))
-		if err != nil {
-			t.Fatal(err)
-		}
+	for name, conn := range replicas {
 		var k int
-		err = conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() AND strpos(query, $1) > 0", probe).Scan(&k)
-		conn.Close(ctx)
+		err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE state = 'active' AND pid <> pg_backend_pid() AND strpos(query, $1) > 0`, probe).Scan(&k)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if k > 0 {
-			return n.Name
+			return name
 		}
 	}
 	return ""
 }
 
-// replayLSN returns the named node's replay position, read as superuser.
-func replayLSN(t *testing.T, c *cluster.Cluster, name string) uint64 {
+// superConn connects as superuser to the named node (database "postgres")
+// and closes the connection when the test ends.
+func superConn(t *testing.T, c *cluster.Cluster, name string) *pgx.Conn {
 	t.Helper()
-	ctx := context.Background()
 	n, err := c.Node(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, c.SuperURL(n))
+	conn, err := pgx.Connect(context.Background(), c.SuperURL(n))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// replayLSN returns the named node's replay position.
+func replayLSN(t *testing.T, c *cluster.Cluster, name string) uint64 {
+	t.Helper()
 	var s string
-	if err := conn.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&s); err != nil {
+	if err := superConn(t, c, name).QueryRow(context.Background(), "SELECT pg_last_wal_replay_lsn()::text").Scan(&s); err != nil {
 		t.Fatal(err)
 	}
 	lsn, err := dbrouter.ParseLSN(s)
@@ -213,23 +202,11 @@ func replayLSN(t *testing.T, c *cluster.Cluster, name string) uint64 {
 	return lsn
 }
 
-// superExec runs statements as superuser on the named node.
-func superExec(t *testing.T, c *cluster.Cluster, name string, stmts ...string) {
+// superExec runs a statement as superuser on the named node.
+func superExec(t *testing.T, c *cluster.Cluster, name, stmt string) {
 	t.Helper()
-	ctx := context.Background()
-	n, err := c.Node(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, c.SuperURL(n))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	for _, s := range stmts {
-		if _, err := conn.Exec(ctx, s); err != nil {
-			t.Fatalf("%s on %s: %v", s, name, err)
-		}
+	if _, err := superConn(t, c, name).Exec(context.Background(), stmt); err != nil {
+		t.Fatalf("%s on %s: %v", stmt, name, err)
 	}
 }
 
