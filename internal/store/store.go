@@ -115,11 +115,16 @@ func (s *Store) SetPassword(ctx context.Context, username, passwordHash string) 
 	})
 }
 
-// UserByUsername looks a user up for signing in. It routes causally
-// whatever the strategy: signing in right after signing up must work.
+// UserByUsername looks a user up for signing in, on the primary whatever
+// the strategy. A causal read is not enough: an account made or a password
+// reset by another process (`quest seed`, another device) left no token in
+// this browser, and a replica behind it would refuse the new account or,
+// worse, still accept the old password. Sign-ins are rare and write the
+// session on the primary anyway. With the primary down the router serves
+// the read from a replica, and the sign-in then fails read-only.
 func (s *Store) UserByUsername(ctx context.Context, username string) (User, error) {
 	var u User
-	err := s.r.ReadWith(ctx, dbrouter.Causal, dbrouter.Own, func(b *pgx.Batch) {
+	err := s.r.ReadWith(ctx, dbrouter.Primary, dbrouter.Own, func(b *pgx.Batch) {
 		u = User{}
 		b.Queue(`SELECT `+userColumns+` FROM users WHERE username = $1`, username).QueryRow(func(row pgx.Row) error {
 			return scanUser(row, &u)
