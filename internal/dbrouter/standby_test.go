@@ -84,6 +84,18 @@ func TestRecoveryConflictRetriesElsewhere(t *testing.T) {
 			// The read sleeps while it holds its ACCESS SHARE lock; the
 			// probe comment lets the test find it in pg_stat_activity.
 			probe := fmt.Sprintf("/* conflict probe %s */", table)
+			// Every connection is made before the read starts: the lock
+			// must reach the replica while the read still sleeps (3 s).
+			replicas := map[string]*pgx.Conn{}
+			for _, n := range c.Nodes()[1:] {
+				replicas[n.Name] = superConn(t, c, n.Name)
+			}
+			locker, err := pgx.Connect(ctx, c.PrimaryURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer locker.Close(ctx)
+			flusher := superConn(t, c, "leader")
 			tctx, trace := dbrouter.WithTrace(ctx)
 			type result struct {
 				n   int
@@ -94,16 +106,12 @@ func TestRecoveryConflictRetriesElsewhere(t *testing.T) {
 				var n int
 				err := r.ReadWith(tctx, s, dbrouter.Shared, func(b *pgx.Batch) {
 					n = 0
-					b.Queue(probe + " SELECT count(*) FROM " + table + " CROSS JOIN pg_sleep(1.5)").QueryRow(func(row pgx.Row) error {
+					b.Queue(probe + " SELECT count(*) FROM " + table + " CROSS JOIN pg_sleep(3)").QueryRow(func(row pgx.Row) error {
 						return row.Scan(&n)
 					})
 				})
 				done <- result{n, err}
 			}()
-			replicas := map[string]*pgx.Conn{}
-			for _, n := range c.Nodes()[1:] {
-				replicas[n.Name] = superConn(t, c, n.Name)
-			}
 			victim := ""
 			testcluster.Eventually(t, 5*time.Second, "the read to start on a replica", func() bool {
 				victim = runningOn(t, replicas, probe)
@@ -113,11 +121,6 @@ func TestRecoveryConflictRetriesElsewhere(t *testing.T) {
 			// Take the lock on the primary and flush it to the replicas
 			// (another transaction's commit flushes the WAL before it);
 			// hold it for a second, then let go.
-			locker, err := pgx.Connect(ctx, c.PrimaryURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer locker.Close(ctx)
 			tx, err := locker.Begin(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -125,7 +128,9 @@ func TestRecoveryConflictRetriesElsewhere(t *testing.T) {
 			if _, err := tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS EXCLUSIVE MODE"); err != nil {
 				t.Fatal(err)
 			}
-			superExec(t, c, "leader", "SELECT txid_current()")
+			if _, err := flusher.Exec(ctx, "SELECT txid_current()"); err != nil {
+				t.Fatal(err)
+			}
 			time.Sleep(time.Second)
 			if err := tx.Commit(ctx); err != nil {
 				t.Fatal(err)
