@@ -103,6 +103,13 @@ const (
 
 func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn ReadFunc, snap *snapshot, p *plan) error {
 	token := r.token(st)
+	if token.LSN == UnknownLSN {
+		// A write whose position is unknown: only the primary vouches.
+		p.n, p.reason = 0, ReasonFallbackLag
+		if !snap.primaryDown {
+			p.add(0)
+		}
+	}
 	reason := p.reason
 	failures := 0
 	var lastErr error
@@ -165,6 +172,9 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 	if i := r.freshestReplica(); i > 0 {
 		node := r.nodes[i]
 		r.causal.extraTrips.Add(1)
+		if token.LSN == UnknownLSN {
+			token = Token{} // no replica can reach it: do not wait for it
+		}
 		_, wait, err := r.causalOnReplica(ctx, st, token, node, fn, true)
 		if err == nil {
 			r.causal.stale.Add(1)
@@ -222,7 +232,15 @@ func (r *Router) causalOnPrimary(ctx context.Context, st *State, fn ReadFunc) er
 	if err := r.nodes[0].Pool.SendBatch(ctx, b).Close(); err != nil {
 		return err
 	}
-	r.advance(st, lsnOrZero(&flush))
+	lsn := lsnOrZero(&flush)
+	if h := r.history.Load(); h != nil && lsn != 0 && r.token(st).LSN == UnknownLSN {
+		// The primary answered after the write of unknown position, so
+		// its flush position covers it: the session may use replicas again.
+		st.Token = Token{SystemID: h.SystemID, Timeline: h.Timeline, LSN: lsn}
+		st.changed = true
+		return nil
+	}
+	r.advance(st, lsn)
 	return nil
 }
 

@@ -120,16 +120,26 @@ func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error) (Mark, er
 		return Mark{}, err
 	}
 	m := Mark{At: time.Now()}
+	if r.testAfterCommit != nil {
+		r.testAfterCommit()
+	}
 	var flush string
-	if err := conn.QueryRow(ctx, flushQuery).Scan(&flush); err != nil {
-		// Committed, but its position is unknown: the write stands (a
-		// retry would duplicate it); the session's next causal read may
-		// miss it, which the log says.
-		r.log.WarnContext(ctx, "write committed but its WAL position could not be read", "err", err)
-		return m, nil
+	err = conn.QueryRow(ctx, flushQuery).Scan(&flush)
+	if err != nil && ctx.Err() == nil {
+		// The connection broke after COMMIT returned. The flush position
+		// is global and only grows, so another connection's reading is
+		// at least this commit's.
+		err = r.nodes[0].Pool.QueryRow(ctx, flushQuery).Scan(&flush)
 	}
 	r.causal.extraTrips.Add(1)
 	lsn, _ := ParseLSN(flush)
+	if err != nil {
+		// Committed, but its position is unknown: the write stands (a
+		// retry would duplicate it), and only the primary can vouch for
+		// it now.
+		r.log.WarnContext(ctx, "write committed but its WAL position could not be read; the session reads from the primary until it can", "err", err)
+		lsn = UnknownLSN
+	}
 	if h := r.history.Load(); h != nil {
 		m.Token = Token{SystemID: h.SystemID, Timeline: h.Timeline, LSN: lsn}
 	}

@@ -79,6 +79,10 @@ type Router struct {
 	tracker *tracker
 	counts  counters
 	causal  causalCounters
+
+	// testAfterCommit, set only by tests, runs between a write's COMMIT
+	// and the read of its position: where a primary crash hurts most.
+	testAfterCommit func()
 }
 
 // ErrReadOnly is returned by Write when the primary cannot take writes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -15,6 +16,14 @@ type Token struct {
 	Timeline uint32
 	LSN      uint64
 }
+
+// UnknownLSN is the token position of a committed write whose WAL position
+// could not be read: the primary went away between COMMIT and the position
+// query. No replica can vouch for it, so the session's causal reads go to
+// the primary — or carry the staleness banner while it is down — until a
+// read there replaces it with the primary's flush position, which is at
+// least the commit's. As the largest position it survives every merge.
+const UnknownLSN = math.MaxUint64
 
 // IsZero reports whether the token holds no position.
 func (t Token) IsZero() bool { return t.LSN == 0 }

@@ -52,8 +52,9 @@ type FaultRow struct {
 	Requests    int
 	Failed      int // 5xx other than the read-only 503, transport errors, lost sign-ins
 	ReadOnly    int // forms answered 503 "read-only right now" while the primary was down
-	Stale       int // reads served possibly stale
-	Anomalies   int // read-your-writes and monotonic failures
+	Stale       int // pages served with the staleness banner
+	Anomalies   int // read-your-writes and monotonic failures on pages served as fresh
+	StaleMisses int // the same on pages served with the staleness banner (announced)
 	Acked       int // writes that got a success answer
 	Lost        int // acknowledged writes missing on the primary afterwards
 	P50, P99    time.Duration
@@ -112,21 +113,41 @@ func (l *load) record(p page, err error, isGet bool) {
 	phase := l.phase.Load()
 	for _, entry := range strings.Split(p.route, ",") {
 		parts := strings.Split(entry, ":")
-		if len(parts) >= 2 {
-			if phase >= 0 {
-				l.row.phaseServed[phase][parts[0]]++
-			}
-			if parts[1] == "stale" {
-				l.row.Stale++
-			}
+		if len(parts) >= 2 && phase >= 0 {
+			l.row.phaseServed[phase][parts[0]]++
 		}
+	}
+	if pageStale(p) {
+		l.row.Stale++
 	}
 }
 
-func (l *load) anomaly() {
+// anomaly counts a read-your-writes or monotonic failure. A page that
+// carried the staleness banner (the primary down, no replica fresh enough)
+// announced it: that is counted apart. For any other the first one's route
+// goes into the notes, to say which node and reason served it.
+func (l *load) anomaly(p page, what string) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if pageStale(p) {
+		l.row.StaleMisses++
+		return
+	}
+	if l.row.Anomalies == 0 {
+		l.row.Notes = append(l.row.Notes, fmt.Sprintf("first anomaly: %s, served by %s", what, p.route))
+	}
 	l.row.Anomalies++
-	l.mu.Unlock()
+}
+
+// pageStale reports whether any read behind the page was served possibly
+// stale, which the page says with its banner.
+func pageStale(p page) bool {
+	for _, entry := range strings.Split(p.route, ",") {
+		if parts := strings.Split(entry, ":"); len(parts) >= 2 && parts[1] == "stale" {
+			return true
+		}
+	}
+	return false
 }
 
 // run plays the stories until ctx ends.
@@ -157,7 +178,7 @@ func (l *load) run(ctx context.Context) {
 					}
 					l.record(p, err, true)
 					if err == nil && p.status == http.StatusOK && wishCount(p.body, item) < want {
-						l.anomaly()
+						l.anomaly(p, fmt.Sprintf("wishlist showed %d of %d adds", wishCount(p.body, item), want))
 					}
 				} else {
 					// The primary is down: read the wishlist anyway.
@@ -187,7 +208,7 @@ func (l *load) run(ctx context.Context) {
 					if m := commentsRE.FindStringSubmatch(p.body); m != nil {
 						c, _ := strconv.Atoi(m[1])
 						if c < seen {
-							l.anomaly()
+							l.anomaly(p, fmt.Sprintf("thread showed %d comments after %d", c, seen))
 						}
 						seen = max(seen, c)
 					}
@@ -589,9 +610,13 @@ func (r *FaultResult) Markdown(w io.Writer) {
 	fmt.Fprintln(w, "| scenario | requests | failed | read-only 503 | stale reads | anomalies | acknowledged writes checked (so far) | lost | p50 | p99 | notes |")
 	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 	for _, row := range r.Rows {
+		notes := row.Notes
+		if row.StaleMisses > 0 {
+			notes = append(notes, fmt.Sprintf("%d stale-bannered page(s) lacked a write or went back", row.StaleMisses))
+		}
 		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %d | %d | %s | %s | %s |\n", row.Scenario, row.Requests, row.Failed,
-			row.ReadOnly, row.Stale, row.Anomalies, row.Acked, row.Lost, ms(row.P50), ms(row.P99), strings.Join(row.Notes, "; "))
+			row.ReadOnly, row.Stale, row.Anomalies, row.Acked, row.Lost, ms(row.P50), ms(row.P99), strings.Join(notes, "; "))
 	}
-	fmt.Fprintf(w, "\nEvery scenario under the causal strategy, users adding to their wishlists and re-reading them, re-reading a thread a writer appends to. Failed: 5xx other than the read-only page, transport errors, users signed out. Run took %s on %s.\n",
+	fmt.Fprintf(w, "\nEvery scenario under the causal strategy, users adding to their wishlists and re-reading them, re-reading a thread a writer appends to. Failed: 5xx other than the read-only page, transport errors, users signed out. Stale reads: pages served with the staleness banner (the primary down and no replica fresh enough); anomalies: read-your-writes or monotonic failures on pages served without it. Run took %s on %s.\n",
 		r.Elapsed.Round(time.Second), r.Machine)
 }
