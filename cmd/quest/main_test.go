@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -138,32 +139,10 @@ func TestServeListsNodes(t *testing.T) {
 		t.Fatalf("migrate status: %v\n%s", err, out)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	var logs lockedBuffer // serve's log, shown when the test fails
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, pw, &logs)
-		pw.Close()
-	}()
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		t.Fatalf("serve printed nothing: %v", err)
-	}
-	go io.Copy(io.Discard, pr)
-	m := regexp.MustCompile(`http://localhost:\d+`).FindString(line)
-	if m == "" {
-		t.Fatalf("serve did not print its URL: %q", line)
-	}
+	m, _, stop := startServe(t, env)
 	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve returned %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("serve did not stop")
+		if err := stop(); err != nil {
+			t.Error(err)
 		}
 	}()
 
@@ -442,21 +421,7 @@ func TestLabFaultsQuick(t *testing.T) {
 // serve returns cleanly, and the app's connections are closed.
 func TestGracefulShutdownUnderLoad(t *testing.T) {
 	c := testcluster.Get(t)
-	env := map[string]string{"QUEST_DIR": c.Dir()}
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	var logs lockedBuffer // serve's log, shown when the test fails
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, pw, &logs)
-		pw.Close()
-	}()
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	go io.Copy(io.Discard, pr)
-	base := regexp.MustCompile(`http://localhost:\d+`).FindString(line)
+	base, logs, stopServe := startServe(t, map[string]string{"QUEST_DIR": c.Dir()})
 	var wg sync.WaitGroup
 	var ok, broken atomic.Int64
 	var firstErr atomic.Value
@@ -504,14 +469,8 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 		}()
 	}
 	time.Sleep(time.Second)
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve returned %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not stop")
+	if err := stopServe(); err != nil {
+		t.Fatal(err)
 	}
 	close(stop)
 	wg.Wait()
@@ -530,6 +489,49 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 		err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'quest' AND datname = 'quest'`).Scan(&n)
 		return err == nil && n == 0
 	})
+}
+
+// startServe runs `quest serve` on a free loopback port with env as its
+// whole environment. It returns the URL serve printed, serve's log, and
+// stop, which cancels serve's context — what SIGTERM does — and returns
+// what serve returned. The test's cleanup stops serve if the test did not.
+func startServe(t *testing.T, env map[string]string) (url string, logs *lockedBuffer, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	logs = &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, pw, logs)
+		pw.Close()
+	}()
+	var once sync.Once
+	var stopErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					stopErr = fmt.Errorf("serve returned %w", err)
+				}
+			case <-time.After(20 * time.Second):
+				stopErr = errors.New("serve did not stop")
+			}
+		})
+		return stopErr
+	}
+	t.Cleanup(func() { stop() })
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("serve printed nothing: %v\n%s", err, logs.lines(""))
+	}
+	go io.Copy(io.Discard, pr)
+	url = regexp.MustCompile(`http://localhost:\d+`).FindString(line)
+	if url == "" {
+		t.Fatalf("serve did not print its URL: %q", line)
+	}
+	return url, logs, stop
 }
 
 // lockedBuffer collects a server's log while its goroutines write to it.
