@@ -111,10 +111,9 @@ func (l *load) record(p page, err error, isGet bool) {
 	}
 	l.lat = append(l.lat, p.elapsed)
 	phase := l.phase.Load()
-	for _, entry := range strings.Split(p.route, ",") {
-		parts := strings.Split(entry, ":")
-		if len(parts) >= 2 && phase >= 0 {
-			l.row.phaseServed[phase][parts[0]]++
+	if phase >= 0 {
+		for _, e := range parseRoute(p.route) {
+			l.row.phaseServed[phase][e.node]++
 		}
 	}
 	if pageStale(p) {
@@ -142,8 +141,8 @@ func (l *load) anomaly(p page, what string) {
 // pageStale reports whether any read behind the page was served possibly
 // stale, which the page says with its banner.
 func pageStale(p page) bool {
-	for _, entry := range strings.Split(p.route, ",") {
-		if parts := strings.Split(entry, ":"); len(parts) >= 2 && parts[1] == "stale" {
+	for _, e := range parseRoute(p.route) {
+		if e.reason == "stale" {
 			return true
 		}
 	}

@@ -329,7 +329,37 @@ type recorder struct {
 	streak    map[*user]int
 }
 
-var routeWait = regexp.MustCompile(`:(\d+(?:\.\d+)?)ms$`)
+// routeEntry is one read behind a page, as its X-Quest-Route header tells
+// it: "replica2:waited:causal:1.2ms".
+type routeEntry struct {
+	node, reason, strategy string
+	wait                   time.Duration // in-band wait, when the read waited
+}
+
+// parseRoute reads a page's X-Quest-Route header; entries without a node
+// and a reason are skipped.
+func parseRoute(route string) []routeEntry {
+	var out []routeEntry
+	for _, entry := range strings.Split(route, ",") {
+		parts := strings.Split(entry, ":")
+		if len(parts) < 2 {
+			continue
+		}
+		e := routeEntry{node: parts[0], reason: parts[1]}
+		if len(parts) > 2 {
+			e.strategy = parts[2]
+		}
+		if len(parts) > 3 {
+			if v, ok := strings.CutSuffix(parts[3], "ms"); ok {
+				if ms, err := strconv.ParseFloat(v, 64); err == nil {
+					e.wait = time.Duration(ms * float64(time.Millisecond))
+				}
+			}
+		}
+		out = append(out, e)
+	}
+	return out
+}
 
 func (r *recorder) request(u *user, p page, err error, isPage bool) {
 	r.mu.Lock()
@@ -344,27 +374,23 @@ func (r *recorder) request(u *user, p page, err error, isPage bool) {
 		return
 	}
 	onlyPrimary, counted := true, false
-	for _, entry := range strings.Split(p.route, ",") {
-		parts := strings.Split(entry, ":")
-		if len(parts) < 3 || parts[2] != r.strategy {
+	for _, e := range parseRoute(p.route) {
+		if e.strategy != r.strategy {
 			continue
 		}
 		counted = true
 		r.cell.Reads++
-		if parts[0] == "primary" {
+		if e.node == "primary" {
 			r.cell.PrimaryReads++
 		} else {
 			onlyPrimary = false
 		}
-		if len(parts) > 1 && parts[1] == "stale" {
+		switch e.reason {
+		case "stale":
 			r.cell.StaleReads++
-		}
-		if len(parts) > 1 && parts[1] == "waited" {
+		case "waited":
 			r.cell.Waited++
-			if m := routeWait.FindStringSubmatch(entry); m != nil {
-				ms, _ := strconv.ParseFloat(m[1], 64)
-				r.cell.WaitTotal += time.Duration(ms * float64(time.Millisecond))
-			}
+			r.cell.WaitTotal += e.wait
 		}
 	}
 	if !isPage || !counted {
