@@ -176,8 +176,10 @@ func (l *load) run(ctx context.Context) {
 						return
 					}
 					l.record(p, err, true)
-					if err == nil && p.status == http.StatusOK && wishCount(p.body, item) < want {
-						l.anomaly(p, fmt.Sprintf("wishlist showed %d of %d adds", wishCount(p.body, item), want))
+					if err == nil && p.status == http.StatusOK {
+						if n := wishCount(p.body, item); n < want {
+							l.anomaly(p, fmt.Sprintf("wishlist showed %d of %d adds", n, want))
+						}
 					}
 				} else {
 					// The primary is down: read the wishlist anyway.
