@@ -158,10 +158,12 @@ func (c *Cluster) URL(n Node) string {
 func (c *Cluster) PrimaryURL() string { return c.URL(c.st.Nodes[0]) }
 
 // ReplicaURLs are the application's URLs for the followers, in order.
+// Each names its follower in application_name, which the router takes as
+// the replica's identity (see dbrouter.Node).
 func (c *Cluster) ReplicaURLs() []string {
 	var urls []string
 	for _, n := range c.st.Nodes[1:] {
-		urls = append(urls, c.URL(n))
+		urls = append(urls, c.URL(n)+"&application_name="+n.Name)
 	}
 	return urls
 }
@@ -235,29 +237,36 @@ func choosePorts(port, n int) ([]int, error) {
 	if port < 0 || port > 65535-n {
 		return nil, fmt.Errorf("port %d out of range; use 1024–%d, or 0 for free ports", port, 65535-n)
 	}
-	ports := make([]int, n)
 	if port == 0 {
-		var ls []net.Listener
-		defer func() {
-			for _, l := range ls {
-				l.Close()
-			}
-		}()
-		for i := range ports {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				return nil, fmt.Errorf("find a free port: %w", err)
-			}
-			ls = append(ls, l)
-			ports[i] = l.Addr().(*net.TCPAddr).Port
-		}
-		return ports, nil
+		return FreePorts(n)
 	}
+	ports := make([]int, n)
 	for i := range ports {
 		ports[i] = port + i
 		if err := portFree(ports[i]); err != nil {
 			return nil, err
 		}
+	}
+	return ports, nil
+}
+
+// FreePorts returns n distinct ports that were free on 127.0.0.1 a moment
+// ago (the kernel picked them).
+func FreePorts(n int) ([]int, error) {
+	ls := make([]net.Listener, 0, n)
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
 	return ports, nil
 }

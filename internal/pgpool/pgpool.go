@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"quest/internal/cluster"
 )
 
 // ErrNotInstalled is returned when no pgpool binary is found.
@@ -101,7 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Pgpool, error) {
 			p.Stop()
 		}
 	}()
-	ports, err := freePorts(2)
+	ports, err := cluster.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -243,25 +244,6 @@ func (p *Pgpool) Stop() error {
 		err = os.RemoveAll(p.dir)
 	})
 	return err
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 func lastLines(s string, n int) string {
