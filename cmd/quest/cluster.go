@@ -146,7 +146,7 @@ func (e environment) clusterStatus(ctx context.Context, c *cluster.Cluster) erro
 		return err
 	}
 	defer r.Close()
-	view := r.Inspect(ctx)
+	view := r.Inspect()
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tPORT\tPID\tSTATE\tROLE\tPOSITION\tREPLAY\tAPPLY DELAY")
 	for i, p := range c.Processes() {

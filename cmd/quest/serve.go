@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"quest/internal/cluster"
@@ -67,6 +68,10 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	defer router.Close()
+	if !router.Serving() {
+		logger.Warn("no database node answers yet: pages show an outage notice and /healthz answers 503 until one does; Quest keeps trying",
+			"primary", redactURL(cfg.DatabaseURL))
+	}
 	var levers server.Levers
 	if cfg.FromCluster != "" {
 		if c, err := cluster.Open(cfg.FromCluster); err == nil {
@@ -128,4 +133,13 @@ func browseURL(a net.Addr) string {
 		host = "localhost"
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+// redactURL hides a connection URL's password, for logs.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
 }

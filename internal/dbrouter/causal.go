@@ -2,25 +2,33 @@ package dbrouter
 
 import (
 	"context"
-	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // The causal strategy. A session's token is the WAL position of the
 // latest data it has written or seen. A read on a replica is one pipelined
-// batch: first quest_wait_for_lsn (a migration installs it) returns the
-// replay position as soon as it reaches the token, or after a bounded
-// wait; then the read's own queries; then the replay position again. The
-// read counts only if the first position reached the token — then the data
-// is at least as new as anything the session saw — and the token moves to
-// the last position, since the data cannot be newer than it. Otherwise
-// the result is discarded and the next candidate is tried, the primary
-// last. The wait happens where the commit arrives, so no session depends
-// on the poller or on another session's traffic to make progress.
+// batch: first an in-band check — answered at once when the replica has
+// already replayed the token, else by quest_await_lsn (a migration
+// installs it), which waits for replay to reach the token for a bounded
+// time and raises when it does not; then the read's own queries; then the
+// replay position. A raise aborts the batch's implicit transaction, so the
+// read's queries never run on a replica that falls short. When the check
+// passes, the data is at least as new as anything the session saw, and the
+// token moves to the last position, since the data cannot be newer than
+// it. A read waits in-band at most once: after one replica falls short the
+// primary answers. Replicas whose tracked replay is behind the token and
+// whose lag exceeds the wait are not asked at all. The wait happens where
+// the commit arrives, so no session depends on the poller or on another
+// session's traffic to make progress.
+//
+// Positions: after the session's own write, the primary's flush position
+// read after COMMIT returned (synchronous_commit is pinned on, so the
+// commit is in it); after a read on the primary, the insert position,
+// because another client's asynchronous commit is visible there before it
+// is flushed, and the session must not lose it on its next read.
 //
 // PostgreSQL 15 has no per-row position, so monotonic reads are exact only
 // at the price of a primary read whenever every replica lags by more than
@@ -54,9 +62,11 @@ func (r *Router) CausalStats() CausalStats {
 }
 
 // loadHistory reads the cluster's system identifier and timeline.
-func (r *Router) loadHistory(ctx context.Context, pool *pgxpool.Pool) {
+func (r *Router) loadHistory(ctx context.Context, conn *pgx.Conn, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var h Token
-	err := pool.QueryRow(ctx, `SELECT (SELECT system_identifier FROM pg_control_system()),
+	err := conn.QueryRow(ctx, `SELECT (SELECT system_identifier FROM pg_control_system()),
 	                                  (SELECT timeline_id FROM pg_control_checkpoint())`).Scan(&h.SystemID, &h.Timeline)
 	if err == nil {
 		r.history.CompareAndSwap(nil, &h)
@@ -87,18 +97,18 @@ func (r *Router) advance(st *State, lsn uint64) {
 }
 
 const (
-	// waitQuery calls quest_wait_for_lsn only when the replica is behind
-	// the token: when it already has it (the usual case) a one-time filter
-	// answers without entering PL/pgSQL, which keeps a causal read cheap.
+	// waitQuery enters quest_await_lsn only when the replica is behind the
+	// token: when it already has it (the usual case) the CASE answers
+	// without entering PL/pgSQL, which keeps a causal read cheap.
 	waitQuery = `
-		SELECT w.pos::text, w.waited_ms
-		  FROM (SELECT pg_last_wal_replay_lsn() AS p, pg_is_in_recovery() AS r) n,
-		       LATERAL (SELECT f.pos, f.waited_ms FROM quest_wait_for_lsn($1::text::pg_lsn, $2) f
-		                 WHERE (n.r AND n.p >= $1::text::pg_lsn) IS NOT TRUE
-		                UNION ALL
-		                SELECT n.p, 0 WHERE n.r AND n.p >= $1::text::pg_lsn) w`
+		SELECT CASE WHEN pg_is_in_recovery() AND pg_last_wal_replay_lsn() >= $1::text::pg_lsn THEN 0::float8
+		            ELSE quest_await_lsn($1::text::pg_lsn, $2) END`
 	replayQuery = `SELECT pg_last_wal_replay_lsn()::text`
 	flushQuery  = `SELECT pg_current_wal_flush_lsn()::text`
+	insertQuery = `SELECT pg_current_wal_insert_lsn()::text`
+
+	codeShort      = "QW001" // quest_await_lsn: the budget ran out before replay reached the token
+	codeNotStandby = "QW002" // quest_await_lsn: the server is not in recovery
 )
 
 func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn ReadFunc, snap *snapshot, p *plan) error {
@@ -112,53 +122,59 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 	}
 	reason := p.reason
 	failures := 0
+	fellShort := false
 	var lastErr error
 	for k := 0; k < p.n; k++ {
 		i := int(p.nodes[k])
+		if i != 0 && fellShort && !snap.primaryDown {
+			continue // one in-band wait per read: the primary answers now
+		}
 		node := r.nodes[i]
 		if k > 0 {
 			r.causal.extraTrips.Add(1)
 		}
-		var err error
-		var ok bool
 		if i == 0 {
-			err = r.causalOnPrimary(ctx, st, fn)
-			ok = err == nil
-		} else {
-			var wait time.Duration
-			ok, wait, err = r.causalOnReplica(ctx, st, token, node, fn, false)
-			if ok {
-				re := reason
-				if re == ReasonSticky { // the session's own replica answered
-					re = ReasonFresh
-					if wait > 0 {
-						re = ReasonWaited
-					}
-				}
-				if wait > 0 {
-					r.causal.waited.Add(1)
-				} else {
-					r.causal.fresh.Add(1)
-				}
-				r.record(ctx, Decision{Node: node.Name, Strategy: Causal, Intent: intent, Reason: re,
-					Lag: snap.nodes[i].Lag, LagBytes: snap.nodes[i].LagBytes, Wait: wait})
+			err := r.causalOnPrimary(ctx, st, fn)
+			if err == nil {
+				r.causal.onPrimary.Add(1)
+				r.record(ctx, Decision{Node: node.Name, Strategy: Causal, Intent: intent, Reason: reason})
 				return nil
 			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !r.mayRetryElsewhere(ctx, i, err) {
+				return err
+			}
+			lastErr = err
+			break
 		}
-		if ok { // the primary
-			r.causal.onPrimary.Add(1)
-			r.record(ctx, Decision{Node: node.Name, Strategy: Causal, Intent: intent, Reason: reason})
+		ok, wait, err := r.causalOnReplica(ctx, st, token, node, fn)
+		switch {
+		case ok:
+			re := reason
+			if re == ReasonSticky { // the session's own replica answered
+				re = ReasonFresh
+				if wait > 0 {
+					re = ReasonWaited
+				}
+			}
+			if wait > 0 {
+				r.causal.waited.Add(1)
+			} else {
+				r.causal.fresh.Add(1)
+			}
+			r.record(ctx, Decision{Node: node.Name, Strategy: Causal, Intent: intent, Reason: re,
+				Lag: snap.nodes[i].Lag, LagBytes: snap.nodes[i].LagBytes, Wait: wait})
 			return nil
-		}
-		if err == nil { // fell short: try the next candidate
+		case err == nil: // fell short: the read's own queries did not run
 			r.causal.short.Add(1)
+			fellShort = fellShort || wait > 0
 			reason = ReasonFallbackLag
 			continue
-		}
-		if ctx.Err() != nil {
+		case ctx.Err() != nil:
 			return ctx.Err()
-		}
-		if !r.mayRetryElsewhere(ctx, i, err) {
+		case !r.mayRetryElsewhere(ctx, i, err):
 			return err
 		}
 		lastErr = err
@@ -172,70 +188,77 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 	if i := r.freshestReplica(); i > 0 {
 		node := r.nodes[i]
 		r.causal.extraTrips.Add(1)
-		if token.LSN == UnknownLSN {
-			token = Token{} // no replica can reach it: do not wait for it
-		}
-		_, wait, err := r.causalOnReplica(ctx, st, token, node, fn, true)
+		err := r.causalStale(ctx, st, node, fn)
 		if err == nil {
 			r.causal.stale.Add(1)
 			r.record(ctx, Decision{Node: node.Name, Strategy: Causal, Intent: intent, Reason: ReasonStale,
-				Lag: snap.nodes[i].Lag, LagBytes: snap.nodes[i].LagBytes, Wait: wait})
+				Lag: snap.nodes[i].Lag, LagBytes: snap.nodes[i].LagBytes})
 			return nil
 		}
 		lastErr = err
 	}
-	if lastErr == nil {
-		lastErr = fmt.Errorf("no node could serve the read")
-	}
-	return fmt.Errorf("dbrouter: causal read failed on every candidate: %w", lastErr)
+	return unavailable(lastErr)
 }
 
 // causalOnReplica runs one attempt on a replica. ok reports whether the
-// replica had the session's position when the data was read (or, with
-// acceptStale, that it answered at all).
-func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, node *Node, fn ReadFunc, acceptStale bool) (ok bool, wait time.Duration, err error) {
-	var first, last *string
+// replica had the session's position when the data was read; !ok with a
+// nil error means it fell short (or is not a standby), and the read's own
+// queries did not run.
+func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, node *Node, fn ReadFunc) (ok bool, wait time.Duration, err error) {
 	var waitedMS float64
+	var last *string
 	b := &pgx.Batch{}
 	b.Queue(waitQuery, FormatLSN(token.LSN), int(r.causalWait.Milliseconds())).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&first, &waitedMS)
+		return row.Scan(&waitedMS)
 	})
 	fn(b)
 	b.Queue(replayQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last) })
 	err = node.Pool.SendBatch(ctx, b).Close()
+	switch {
+	case isCode(err, codeShort):
+		r.causal.waitNanos.Add(int64(r.causalWait))
+		return false, r.causalWait, nil
+	case isCode(err, codeNotStandby):
+		return false, 0, nil // promoted, or misconfigured: vouches for nothing
+	case err != nil:
+		return false, 0, err
+	}
 	wait = time.Duration(waitedMS * float64(time.Millisecond))
 	r.causal.waitNanos.Add(int64(wait))
-	firstPos := lsnOrZero(first)
-	fresh := first != nil && firstPos >= token.LSN
-	if !fresh && first != nil && !acceptStale {
-		// Short: whatever the data queries said (even an error such as
-		// "no rows" for a row not replayed yet) is discarded.
-		return false, wait, nil
-	}
-	if err != nil {
-		return false, wait, err
-	}
-	if first == nil && !acceptStale {
-		return false, wait, nil // not in recovery: vouches for nothing
-	}
 	r.advance(st, lsnOrZero(last))
 	return true, wait, nil
 }
 
-// causalOnPrimary runs the read on the primary and moves the token to the
-// primary's flush position read in the same batch.
-func (r *Router) causalOnPrimary(ctx context.Context, st *State, fn ReadFunc) error {
-	var flush string
+// causalStale runs the read on a replica without the in-band check: the
+// last resort while the primary is down and no replica has the session's
+// position. The page says the data may be stale.
+func (r *Router) causalStale(ctx context.Context, st *State, node *Node, fn ReadFunc) error {
+	var last *string
 	b := &pgx.Batch{}
 	fn(b)
-	b.Queue(flushQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&flush) })
+	b.Queue(replayQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last) })
+	if err := node.Pool.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	r.advance(st, lsnOrZero(last))
+	return nil
+}
+
+// causalOnPrimary runs the read on the primary and moves the token to the
+// primary's insert position read after the data in the same batch: it
+// covers every commit the data could show, asynchronous ones included.
+func (r *Router) causalOnPrimary(ctx context.Context, st *State, fn ReadFunc) error {
+	var pos string
+	b := &pgx.Batch{}
+	fn(b)
+	b.Queue(insertQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&pos) })
 	if err := r.nodes[0].Pool.SendBatch(ctx, b).Close(); err != nil {
 		return err
 	}
-	lsn := lsnOrZero(&flush)
+	lsn := lsnOrZero(&pos)
 	if h := r.history.Load(); h != nil && lsn != 0 && r.token(st).LSN == UnknownLSN {
 		// The primary answered after the write of unknown position, so
-		// its flush position covers it: the session may use replicas again.
+		// its insert position covers it: the session may use replicas again.
 		st.Token = Token{SystemID: h.SystemID, Timeline: h.Timeline, LSN: lsn}
 		st.changed = true
 		return nil

@@ -20,8 +20,10 @@ import (
 type ReadFunc func(b *pgx.Batch)
 
 // Read runs a read with the strategy in force. The node is picked from
-// memory; the read is one round trip (one batch); a node that fails during
-// it is forgotten and the read is retried once on the next candidate.
+// memory; the read is one round trip (one batch). When the node's
+// connection fails during it, the read is retried once on the next
+// candidate; the node is marked down only if a fresh connection to it
+// cannot be made (or the tracker's probe says so).
 func (r *Router) Read(ctx context.Context, intent Intent, fn ReadFunc) error {
 	return r.ReadWith(ctx, r.Strategy(), intent, fn)
 }
@@ -60,7 +62,15 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		}
 		reason = ReasonRetried
 	}
-	return fmt.Errorf("dbrouter: read failed on every candidate: %w", err)
+	return unavailable(err)
+}
+
+// unavailable wraps the last error of a read that no node could serve.
+func unavailable(err error) error {
+	if err == nil {
+		return ErrUnavailable
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
 // Mark is what a session must remember of a committed write.
@@ -69,57 +79,112 @@ type Mark struct {
 	Token Token // the primary's flush position after COMMIT returned
 }
 
+// Errors of Read and Write.
+var (
+	// ErrReadOnly: the primary cannot take writes (it is down, or it is a
+	// standby); nothing was written.
+	ErrReadOnly = errors.New("the primary is unreachable: Quest is read-only right now")
+	// ErrOutcomeUnknown: the connection was lost while COMMIT was in
+	// flight, so the change may or may not have been saved. The session's
+	// next reads go to the primary, which knows.
+	ErrOutcomeUnknown = errors.New("the connection to the primary was lost while it committed: the change may have been saved")
+	// ErrUnavailable: no node could serve a read.
+	ErrUnavailable = errors.New("no database node is reachable")
+)
+
 // Write runs fn in a transaction on the primary and commits it, then reads
 // the primary's flush position on the same connection: a position read
 // before COMMIT returns is older than the commit record, and walsenders
-// ship flushed WAL. The session state in ctx, if any, learns of both. When
-// the primary is unreachable Write fails at once with an error wrapping
-// ErrReadOnly. A write is retried only when pgconn proves nothing reached
-// the server.
+// ship flushed WAL. The session state in ctx, if any, learns of both.
+//
+// When the primary is known to be down Write fails at once with an error
+// wrapping ErrReadOnly. When the connection dies before COMMIT was sent —
+// one terminated backend, say — nothing was committed, and the whole
+// transaction runs once more on a connection proven alive: fn may
+// therefore run twice, and must keep nothing of a failed run. When it dies
+// while COMMIT is in flight, the outcome is unknown: Write returns an
+// error wrapping ErrOutcomeUnknown and the session reads from the primary
+// until a read there settles its position.
 func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) (Mark, error) {
-	primary := r.nodes[0]
 	if r.snap.Load().primaryDown {
 		return Mark{}, ErrReadOnly
 	}
-	var m Mark
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		m, err = r.writeOnce(ctx, fn)
-		if err == nil || !pgconn.SafeToRetry(err) || ctx.Err() != nil {
-			break
-		}
+	m, sent, err := r.writeOnce(ctx, fn, false)
+	if err != nil && !sent && nodeFailed(err) && ctx.Err() == nil {
+		r.tracker.kick(0)
+		r.log.WarnContext(ctx, "a write's connection failed before COMMIT; running it again on a live connection", "err", err)
+		m, sent, err = r.writeOnce(ctx, fn, true)
 	}
-	if err != nil {
-		if ctx.Err() == nil && nodeFailed(err) {
-			r.tracker.forget(0, err)
-			return Mark{}, fmt.Errorf("%w (%v)", ErrReadOnly, err)
+	st := StateFrom(ctx)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return Mark{}, err
+	case sent && nodeFailed(err):
+		r.tracker.kick(0)
+		r.log.WarnContext(ctx, "the connection failed while COMMIT was in flight; the write may have been saved", "err", err)
+		if st != nil {
+			r.setUnknown(st, time.Now())
 		}
-		if isCode(err, "25006") { // read_only_sql_transaction: the "primary" is a standby
-			return Mark{}, fmt.Errorf("%w (%v)", ErrReadOnly, err)
-		}
+		return Mark{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+	case isConnectError(err):
+		r.tracker.markDown(0, err)
+		return Mark{}, fmt.Errorf("%w: %w", ErrReadOnly, err)
+	case nodeFailed(err) || isCode(err, "25006"): // 25006: the "primary" is a standby
+		r.tracker.kick(0)
+		return Mark{}, fmt.Errorf("%w: %w", ErrReadOnly, err)
+	default:
 		return Mark{}, err
 	}
-	if st := StateFrom(ctx); st != nil {
+	if st != nil {
 		if m.At.After(st.LastWrite) {
 			st.LastWrite = m.At
 			st.changed = true
 		}
 		r.advance(st, m.Token.LSN)
 	}
-	r.record(ctx, Decision{Node: primary.Name, Strategy: r.Strategy(), Reason: ReasonPrimaryOnly, Write: true})
+	r.record(ctx, Decision{Node: r.nodes[0].Name, Strategy: r.Strategy(), Reason: ReasonPrimaryOnly, Write: true})
 	return m, nil
 }
 
-func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error) (Mark, error) {
-	conn, err := r.nodes[0].Pool.Acquire(ctx)
+// setUnknown records a write of unknown position in the session: only the
+// primary can vouch for it (see UnknownLSN).
+func (r *Router) setUnknown(st *State, at time.Time) {
+	if at.After(st.LastWrite) {
+		st.LastWrite = at
+	}
+	if h := r.history.Load(); h != nil {
+		st.Token = Token{SystemID: h.SystemID, Timeline: h.Timeline, LSN: UnknownLSN}
+	}
+	st.changed = true
+}
+
+// writeOnce runs one attempt of a write. sent reports whether COMMIT was
+// sent (so the transaction may have committed). live asks the pool for a
+// connection that answers a ping first.
+func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error, live bool) (m Mark, sent bool, err error) {
+	actx := ctx
+	if live {
+		actx = context.WithValue(ctx, pingKey{}, true)
+	}
+	conn, err := r.nodes[0].Pool.Acquire(actx)
 	if err != nil {
-		return Mark{}, err
+		return Mark{}, false, err
 	}
 	defer conn.Release()
-	if err := pgx.BeginFunc(ctx, conn, fn); err != nil {
-		return Mark{}, err
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return Mark{}, false, err
 	}
-	m := Mark{At: time.Now()}
+	if err := fn(tx); err != nil {
+		tx.Rollback(ctx)
+		return Mark{}, false, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		// pgconn knows whether the COMMIT left the client at all.
+		return Mark{}, !pgconn.SafeToRetry(err), err
+	}
+	m = Mark{At: time.Now()}
 	if r.testAfterCommit != nil {
 		r.testAfterCommit()
 	}
@@ -143,7 +208,7 @@ func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error) (Mark, er
 	if h := r.history.Load(); h != nil {
 		m.Token = Token{SystemID: h.SystemID, Timeline: h.Timeline, LSN: lsn}
 	}
-	return m, nil
+	return m, true, nil
 }
 
 func (r *Router) record(ctx context.Context, d Decision) {
@@ -160,19 +225,29 @@ func (r *Router) record(ctx context.Context, d Decision) {
 }
 
 // mayRetryElsewhere decides, after a read failed on node i, whether it may
-// move to the next candidate: when the node itself failed (it is then
-// forgotten until a poll reaches it again), or on a hot-standby recovery
-// conflict, where the node is fine but the read lost a race with replay.
+// move to the next candidate: when the node's connection failed, or on a
+// hot-standby recovery conflict, where the node is fine but the read lost
+// a race with replay. A failed connection is not a failed node: pgx drops
+// that connection, and the tracker is asked to poll the node now; only a
+// connection that cannot be made marks the node down at once.
 func (r *Router) mayRetryElsewhere(ctx context.Context, i int, err error) bool {
 	switch {
+	case isConnectError(err):
+		r.tracker.markDown(i, err)
 	case nodeFailed(err):
-		r.tracker.forget(i, err)
+		r.tracker.kick(i)
 	case i > 0 && isCode(err, "40001"):
 	default:
 		return false
 	}
 	r.log.WarnContext(ctx, "read failed on a node; retrying elsewhere", "node", r.nodes[i].Name, "err", err)
 	return true
+}
+
+// isConnectError reports whether err is a failure to open a connection.
+func isConnectError(err error) bool {
+	var connectErr *pgconn.ConnectError
+	return errors.As(err, &connectErr)
 }
 
 // nodeFailed reports whether err means the node itself failed — the

@@ -1,12 +1,8 @@
 package dbrouter
 
-import (
-	"context"
-	"sync"
-	"time"
-)
+import "time"
 
-// NodeInfo is what a node says about itself when asked directly.
+// NodeInfo is what a node said about itself to the tracker's last poll.
 type NodeInfo struct {
 	Name       string
 	Reachable  bool
@@ -42,82 +38,45 @@ type ReplicationRow struct {
 	FlushLag   float64 // flush_lag, seconds
 }
 
-// ClusterView is a snapshot of every node, for pages about the cluster.
+// ClusterView is what the tracker last saw of every node, for pages about
+// the cluster.
 type ClusterView struct {
 	Nodes       []NodeInfo
 	Replication []ReplicationRow
 	ReplErr     string
 }
 
-// nodeQuery branches on pg_is_in_recovery() in the same statement:
-// pg_last_wal_replay_lsn() is not NULL on a primary that went through
-// crash recovery.
-const nodeQuery = `
-	SELECT pg_is_in_recovery(),
-	       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END::text,
-	       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END,
-	       current_setting('recovery_min_apply_delay')::interval`
-
-// ReplicationQuery is the article's check, run on the primary, plus the
-// replay lag in bytes and seconds.
-const ReplicationQuery = `
-	SELECT pid, usename, application_name, state, sync_state,
-	       COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint,
-	       COALESCE(EXTRACT(epoch FROM replay_lag), 0)::float8,
-	       COALESCE(EXTRACT(epoch FROM write_lag), 0)::float8,
-	       COALESCE(EXTRACT(epoch FROM flush_lag), 0)::float8
-	  FROM pg_stat_replication
-	 ORDER BY application_name`
-
-// Inspect asks every node directly, in parallel, with a short timeout. It
-// is for status pages; routing never waits on it.
-func (r *Router) Inspect(ctx context.Context) ClusterView {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	// The tracker's pools: status pages do not compete with requests for
-	// connections, nor count in the round-trip counters.
-	pools := r.tracker.pools
-	view := ClusterView{Nodes: make([]NodeInfo, len(pools))}
-	var wg sync.WaitGroup
-	for i, pool := range pools {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			info := NodeInfo{Name: r.nodes[i].Name}
-			var pos *string
-			err := pool.QueryRow(ctx, nodeQuery).Scan(&info.InRecovery, &pos, &info.PauseState, &info.ApplyDelay)
-			if err != nil {
-				info.Err = err.Error()
-			} else {
-				info.Reachable = true
-				if pos != nil {
-					info.Position = *pos
-				}
-			}
-			view.Nodes[i] = info
-		}()
+// Inspect returns what the tracker last saw of every node and of the
+// primary's pg_stat_replication. It asks no node: status pages and health
+// checks answer from memory, so a flood of them costs the database nothing
+// and cannot delay the tracker.
+func (r *Router) Inspect() ClusterView {
+	snap := r.snap.Load()
+	view := ClusterView{Nodes: make([]NodeInfo, len(r.nodes)), Replication: snap.replication, ReplErr: snap.replErr}
+	for i := range r.nodes {
+		h := snap.nodes[i]
+		info := NodeInfo{Name: r.nodes[i].Name, Reachable: h.Up, Err: h.Err, InRecovery: h.InRecovery,
+			PauseState: h.PauseState, ApplyDelay: h.ApplyDelay}
+		if h.Up && h.Position != 0 {
+			info.Position = FormatLSN(h.Position)
+		}
+		view.Nodes[i] = info
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rows, err := pools[0].Query(ctx, ReplicationQuery)
-		if err != nil {
-			view.ReplErr = err.Error()
-			return
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var row ReplicationRow
-			if err := rows.Scan(&row.PID, &row.User, &row.AppName, &row.State, &row.SyncState, &row.LagBytes, &row.LagSeconds, &row.WriteLag, &row.FlushLag); err != nil {
-				view.ReplErr = err.Error()
-				return
-			}
-			view.Replication = append(view.Replication, row)
-		}
-		if err := rows.Err(); err != nil {
-			view.ReplErr = err.Error()
-		}
-	}()
-	wg.Wait()
 	return view
 }
+
+// Serving reports whether any node answered the tracker's last poll: with
+// none, no page can be served, and health checks should say so.
+func (r *Router) Serving() bool {
+	snap := r.snap.Load()
+	for i := range r.nodes {
+		if snap.nodes[i].Up {
+			return true
+		}
+	}
+	return false
+}
+
+// Writable reports whether the primary answered the last poll as a
+// primary.
+func (r *Router) Writable() bool { return !r.snap.Load().primaryDown }

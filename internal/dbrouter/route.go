@@ -75,7 +75,7 @@ func (r *Router) decide(st *State, intent Intent, s Strategy, now time.Time, sna
 	case s == Primary:
 		preferred = 0
 	case s == Causal:
-		r.decideCausal(snap, &order, nr, p)
+		r.decideCausal(snap, &order, nr, r.token(st).LSN, p)
 		return
 	case (s == PinOwn || s == Sticky) && intent == Own:
 		preferred, reason = 0, ReasonOwnData
@@ -142,10 +142,12 @@ func (r *Router) decide(st *State, intent Intent, s Strategy, now time.Time, sna
 
 // decideCausal plans a causal read, for own and shared data alike: the
 // session's rendezvous replica unless the tracker knows it is down, paused,
-// past the lag limit, or beyond the prefer-fresh threshold while a fresher
-// replica exists; then the other such replicas in rendezvous order; then
-// the primary. The in-band check decides which of them may answer.
-func (r *Router) decideCausal(snap *snapshot, order *[maxNodes]uint8, nr int, p *plan) {
+// past the lag limit, beyond the prefer-fresh threshold while a fresher
+// replica exists, or unable to reach the session's position within the
+// in-band wait (behind it, and lagging by more than the wait); then the
+// other such replicas in rendezvous order; then the primary. The in-band
+// check decides which of them may answer.
+func (r *Router) decideCausal(snap *snapshot, order *[maxNodes]uint8, nr int, token uint64, p *plan) {
 	freshExists := false
 	for k := 0; k < nr; k++ {
 		h := &snap.nodes[order[k]]
@@ -156,7 +158,8 @@ func (r *Router) decideCausal(snap *snapshot, order *[maxNodes]uint8, nr int, p 
 		i := int(order[k])
 		h := &snap.nodes[i]
 		switch {
-		case h.Excluded == Usable && !h.Paused && (h.Lag <= r.preferFresh || !freshExists):
+		case h.Excluded == Usable && !h.Paused && (h.Lag <= r.preferFresh || !freshExists) &&
+			(h.Position >= token || h.Lag <= r.causalWait):
 			p.add(i)
 		case k == 0 && h.Excluded == Down:
 			p.reason = ReasonFallbackDown

@@ -52,7 +52,12 @@ type Config struct {
 
 // Node is one database server with its pool.
 type Node struct {
-	Name string // "primary", "replica1", …
+	// Name is the node's identity: "primary" for the primary; for a
+	// replica, its URL's application_name when set, else host:port/dbname.
+	// It seeds rendezvous hashing, so it must not depend on the node's
+	// place in a list: adding or removing a replica then moves only the
+	// sessions that must move.
+	Name string
 	Pool *pgxpool.Pool
 
 	index int
@@ -85,9 +90,6 @@ type Router struct {
 	testAfterCommit func()
 }
 
-// ErrReadOnly is returned by Write when the primary cannot take writes.
-var ErrReadOnly = errors.New("the primary is unreachable: Quest is read-only right now")
-
 // New creates the pools, polls every node once and starts the tracker. It
 // does not fail for a node that is down: that node gets no reads until it
 // comes up.
@@ -107,23 +109,33 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 	t := &tracker{r: r, interval: cfg.PollInterval, maxBytes: cfg.MaxLagBytes, maxLag: cfg.MaxLag}
 	r.tracker = t
 	urls := append([]string{cfg.PrimaryURL}, cfg.ReplicaURLs...)
+	seen := map[string]int{}
 	for i, u := range urls {
+		pc, err := poolConfig(u, cfg.MaxConns)
+		if err != nil {
+			r.Close()
+			return nil, fmt.Errorf("dbrouter: node %d of %d: %w", i+1, len(urls), err)
+		}
 		name := "primary"
 		if i > 0 {
-			name = fmt.Sprintf("replica%d", i)
+			name = replicaName(pc.ConnConfig)
 		}
-		n, err := r.newNode(ctx, i, name, u, cfg.MaxConns)
+		if j, dup := seen[name]; dup {
+			r.Close()
+			return nil, fmt.Errorf("dbrouter: nodes %d and %d are both named %q; give each replica URL its own application_name", j+1, i+1, name)
+		}
+		seen[name] = i
+		if pc.ConnConfig.RuntimeParams["application_name"] == "" {
+			pc.ConnConfig.RuntimeParams["application_name"] = "quest"
+		}
+		pc.ConnConfig.Tracer = &roundTripTracer{n: &r.counts.roundTrips[i]}
+		pool, err := pgxpool.NewWithConfig(ctx, pc)
 		if err != nil {
 			r.Close()
-			return nil, err
+			return nil, fmt.Errorf("dbrouter: %s: %w", name, err)
 		}
-		r.nodes = append(r.nodes, n)
-		poll, err := newPool(ctx, name, u, 2, nil)
-		if err != nil {
-			r.Close()
-			return nil, err
-		}
-		t.pools = append(t.pools, poll)
+		r.nodes = append(r.nodes, &Node{Name: name, Pool: pool, index: i, seed: nodeSeed(name)})
+		t.probes = append(t.probes, newProbe(pc.ConnConfig))
 		t.health = append(t.health, Health{Name: name})
 	}
 	r.snap.Store(&snapshot{})
@@ -162,35 +174,58 @@ func withDefaults(cfg Config) Config {
 	return cfg
 }
 
-func (r *Router) newNode(ctx context.Context, i int, name, url string, maxConns int32) (*Node, error) {
-	pool, err := newPool(ctx, name, url, maxConns, &roundTripTracer{n: &r.counts.roundTrips[i]})
+// pinned are the session settings every connection of the router starts
+// with, whatever the role's or the database's defaults say:
+//   - synchronous_commit: a commit is flushed locally before it returns, so
+//     the position read after it covers it;
+//   - default_transaction_isolation: the causal read's batch runs in one
+//     implicit transaction, and each statement must take its own snapshot,
+//     or the data statement would see what existed before the in-band wait;
+//   - default_transaction_read_only: a write refused with SQLSTATE 25006
+//     then means the node is a standby, never a role default;
+//   - default_transaction_deferrable: no read waits for a safe snapshot.
+//
+// statement_timeout stays the operator's: the in-band wait shortens its
+// own budget to fit under it (see the causal_wait migration).
+var pinned = map[string]string{
+	"synchronous_commit":             "on",
+	"default_transaction_isolation":  "read committed",
+	"default_transaction_read_only":  "off",
+	"default_transaction_deferrable": "off",
+}
+
+// poolConfig parses a node's URL into the router's pool configuration.
+func poolConfig(url string, maxConns int32) (*pgxpool.Config, error) {
+	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, err
 	}
-	return &Node{Name: name, Pool: pool, index: i, seed: nodeSeed(name)}, nil
-}
-
-func newPool(ctx context.Context, name, url string, maxConns int32, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
-	pc, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("dbrouter: %s URL: %w", name, err)
-	}
-	// A commit must be flushed locally before it returns: the position a
-	// session remembers after a write depends on it.
-	pc.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
-	if pc.ConnConfig.RuntimeParams["application_name"] == "" {
-		pc.ConnConfig.RuntimeParams["application_name"] = "quest"
+	for k, v := range pinned {
+		pc.ConnConfig.RuntimeParams[k] = v
 	}
 	if pc.ConnConfig.ConnectTimeout == 0 {
 		pc.ConnConfig.ConnectTimeout = 3 * time.Second
 	}
-	pc.ConnConfig.Tracer = tracer
 	pc.MaxConns = maxConns
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		return nil, fmt.Errorf("dbrouter: %s: %w", name, err)
+	// A write retried after its connection died asks for a connection
+	// proven alive (see Write); otherwise pgxpool's default holds: ping a
+	// connection that sat idle for a second.
+	pc.ShouldPing = func(ctx context.Context, p pgxpool.ShouldPingParams) bool {
+		return p.IdleDuration > time.Second || ctx.Value(pingKey{}) != nil
 	}
-	return pool, nil
+	return pc, nil
+}
+
+// pingKey marks a context whose pool acquisitions must ping the connection.
+type pingKey struct{}
+
+// replicaName is a replica's identity: its application_name when the URL
+// sets one, else host:port/dbname.
+func replicaName(cc *pgx.ConnConfig) string {
+	if n := cc.RuntimeParams["application_name"]; n != "" {
+		return n
+	}
+	return fmt.Sprintf("%s:%d/%s", cc.Host, cc.Port, cc.Database)
 }
 
 // Primary returns the primary node.

@@ -28,39 +28,18 @@ const UnknownLSN = math.MaxUint64
 // IsZero reports whether the token holds no position.
 func (t Token) IsZero() bool { return t.LSN == 0 }
 
-// Max returns the larger of two tokens, ordered by system identifier,
-// timeline, then position: within one history the later position, across
-// timelines the newer one. It is commutative and idempotent; a token of
-// another cluster is set aside by the router, not here.
-func (t Token) Max(o Token) Token {
-	switch {
-	case t.IsZero() && o.IsZero():
-		return Token{}
-	case t.IsZero():
-		return o
-	case o.IsZero():
-		return t
-	case o.SystemID != t.SystemID:
-		if o.SystemID > t.SystemID {
-			return o
-		}
-		return t
-	case o.Timeline != t.Timeline:
-		if o.Timeline > t.Timeline {
-			return o
-		}
-		return t
-	case o.LSN > t.LSN:
-		return o
-	}
-	return t
-}
-
 // State is what the router knows of one session's consistency needs. The
 // HTTP layer keeps it in a signed cookie, puts a pointer to it in each
 // request's context, and writes the cookie back when it advanced. It is
 // never kept only in process memory, so any app instance can serve the
 // session next.
+//
+// The guarantees it carries hold for a client that sends its requests one
+// after another. Two overlapping requests of one browser each start from
+// the same cookie, and the response that arrives last sets it: a read that
+// finishes after a write can put back the token from before the write.
+// Nothing merges them — the server never holds both states at once — and
+// another device of the same user has a cookie of its own.
 type State struct {
 	// Session is the identity that sticky routing hashes: a user's id, or a
 	// random id for an anonymous visitor.
@@ -84,24 +63,6 @@ func (s *State) SetSession(id uint64) {
 
 // Changed reports whether the state advanced since it was decoded.
 func (s *State) Changed() bool { return s != nil && s.changed }
-
-// Merge folds o into s, keeping the larger of each part (the later write,
-// the later position). Merge is commutative and idempotent. The HTTP layer
-// sets Session directly when a user signs in.
-func (s *State) Merge(o State) {
-	if o.Session > s.Session {
-		s.Session = o.Session
-		s.changed = true
-	}
-	if o.LastWrite.After(s.LastWrite) {
-		s.LastWrite = o.LastWrite
-		s.changed = true
-	}
-	if t := s.Token.Max(o.Token); t != s.Token {
-		s.Token = t
-		s.changed = true
-	}
-}
 
 const stateVersion = 1
 

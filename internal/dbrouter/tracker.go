@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5"
 )
 
 // Exclusion says why a node gets no reads.
@@ -35,11 +35,20 @@ type Health struct {
 	Position   uint64 // flush position on the primary, replay position on a replica
 	Receive    uint64 // a replica's receive position
 	Paused     bool   // a replica's replay is paused (or its pause requested)
-	LagBytes   int64  // reference position − replay position
+	PauseState string // pg_get_wal_replay_pause_state(), replicas only
+	ApplyDelay time.Duration
+	LagBytes   int64 // reference position − replay position
 	Lag        time.Duration
+	// LagUnknown: the replica is behind the first position the tracker saw
+	// on the primary, so when the primary passed its position is not
+	// known; Lag is then only a lower bound, and the replica gets no reads
+	// until it replays past that first position.
+	LagUnknown bool
 	Excluded   Exclusion
 	CheckedAt  time.Time
 	Err        string
+
+	started time.Time // pg_postmaster_start_time(): a change means a restart
 }
 
 // snapshot is the routing table the poller publishes; the request path
@@ -47,6 +56,8 @@ type Health struct {
 type snapshot struct {
 	nodes       [maxNodes]Health // 0 is the primary
 	primaryDown bool
+	replication []ReplicationRow // the primary's pg_stat_replication
+	replErr     string
 }
 
 func (s *snapshot) usable(i int) bool { return s.nodes[i].Excluded == Usable }
@@ -62,18 +73,24 @@ type primarySample struct {
 // ringSize bounds the primary samples kept: one per change of position.
 const ringSize = 4096
 
-// tracker polls every node in the background and publishes snapshots.
+// tracker polls every node in the background and publishes snapshots. It
+// has one connection of its own per node, used by that node's poll loop
+// alone: request traffic, however heavy, never queues the polls, and
+// status pages read the snapshot instead of asking the nodes.
 type tracker struct {
 	r        *Router
 	interval time.Duration
 	maxBytes int64
 	maxLag   time.Duration
-	pools    []*pgxpool.Pool // the tracker's own small pools, one per node
+	probes   []*probe // one per node
 
-	mu       sync.Mutex
-	health   []Health
-	ring     []primarySample // ordered by lsn
-	lastSeen time.Time       // last poll that reached the primary
+	mu          sync.Mutex
+	health      []Health
+	replication []ReplicationRow
+	replErr     string
+	ring        []primarySample // ordered by lsn
+	ringFull    bool            // samples were dropped from the ring's start
+	lastSeen    time.Time       // last poll that reached the primary
 
 	stop context.CancelFunc
 	done sync.WaitGroup
@@ -86,14 +103,117 @@ const pollQuery = `
 	SELECT pg_is_in_recovery(),
 	       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END::text,
 	       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() END::text,
-	       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END`
+	       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END,
+	       current_setting('recovery_min_apply_delay')::interval,
+	       pg_postmaster_start_time()`
+
+// replicationQuery is the article's check, run by the poll of every node
+// (on a standby it is empty), plus the replay lag in bytes and seconds.
+const replicationQuery = `
+	SELECT pid, usename, application_name, state, sync_state,
+	       COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint,
+	       COALESCE(EXTRACT(epoch FROM replay_lag), 0)::float8,
+	       COALESCE(EXTRACT(epoch FROM write_lag), 0)::float8,
+	       COALESCE(EXTRACT(epoch FROM flush_lag), 0)::float8
+	  FROM pg_stat_replication
+	 ORDER BY application_name`
+
+// probe is the tracker's connection to one node.
+type probe struct {
+	config *pgx.ConnConfig
+	conn   *pgx.Conn     // owned by the node's poll loop
+	kick   chan struct{} // asks the loop to poll now
+}
+
+func newProbe(cc *pgx.ConnConfig) *probe {
+	cc = cc.Copy()
+	cc.Tracer = nil // the tracker's queries are not the application's round trips
+	cc.RuntimeParams["application_name"] = "quest-tracker"
+	return &probe{config: cc, kick: make(chan struct{}, 1)}
+}
+
+// pollResult is one answer of a node to the poll.
+type pollResult struct {
+	inRecovery  bool
+	pos, recv   *string
+	pause       string
+	applyDelay  time.Duration
+	started     time.Time
+	replication []ReplicationRow
+	replErr     error
+}
+
+// ask runs the poll on the probe's connection, connecting first if it
+// has none. A failure on a connection that had worked before is asked
+// again on a fresh one: a terminated backend is not a node down. Only a
+// failure on a fresh connection counts.
+func (p *probe) ask(ctx context.Context, timeout time.Duration) (pollResult, error) {
+	for {
+		fresh := false
+		if p.conn == nil {
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			conn, err := pgx.ConnectConfig(cctx, p.config)
+			cancel()
+			if err != nil {
+				return pollResult{}, err
+			}
+			p.conn, fresh = conn, true
+		}
+		qctx, cancel := context.WithTimeout(ctx, timeout)
+		res, err := poll(qctx, p.conn)
+		cancel()
+		if err == nil {
+			return res, nil
+		}
+		p.close()
+		if fresh || ctx.Err() != nil {
+			return pollResult{}, err
+		}
+	}
+}
+
+func (p *probe) close() {
+	if p.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		p.conn.Close(ctx)
+		cancel()
+		p.conn = nil
+	}
+}
+
+// poll asks one node for its state and its replication rows, in one batch.
+func poll(ctx context.Context, conn *pgx.Conn) (pollResult, error) {
+	var res pollResult
+	b := &pgx.Batch{}
+	b.Queue(pollQuery).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&res.inRecovery, &res.pos, &res.recv, &res.pause, &res.applyDelay, &res.started)
+	})
+	b.Queue(replicationQuery).Query(func(rows pgx.Rows) error {
+		// Its failure (a role without pg_monitor sees no lag columns, say)
+		// is reported on the status pages, not counted as the node's.
+		for rows.Next() {
+			var row ReplicationRow
+			if err := rows.Scan(&row.PID, &row.User, &row.AppName, &row.State, &row.SyncState, &row.LagBytes, &row.LagSeconds, &row.WriteLag, &row.FlushLag); err != nil {
+				res.replErr = err
+				return nil
+			}
+			res.replication = append(res.replication, row)
+		}
+		if err := rows.Err(); err != nil {
+			res.replErr = err
+		}
+		return nil
+	})
+	err := conn.SendBatch(ctx, b).Close()
+	return res, err
+}
 
 func (t *tracker) start(ctx context.Context) {
 	ctx, t.stop = context.WithCancel(context.WithoutCancel(ctx))
 	// One first round before routing starts, so a fresh router does not
 	// send everything to the primary for an interval.
 	var first sync.WaitGroup
-	for i := range t.pools {
+	for i := range t.probes {
 		first.Add(1)
 		go func() {
 			defer first.Done()
@@ -102,10 +222,11 @@ func (t *tracker) start(ctx context.Context) {
 	}
 	first.Wait()
 	// Each node has its own loop: a node that hangs delays no other.
-	for i := range t.pools {
+	for i, p := range t.probes {
 		t.done.Add(1)
 		go func() {
 			defer t.done.Done()
+			defer p.close()
 			tick := time.NewTicker(t.interval)
 			defer tick.Stop()
 			for {
@@ -113,10 +234,21 @@ func (t *tracker) start(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case <-tick.C:
-					t.pollOnce(ctx, i)
+				case <-p.kick:
 				}
+				t.pollOnce(ctx, i)
 			}
 		}()
+	}
+}
+
+// kick asks for node i to be polled now, without waiting: a request saw
+// one of its connections fail, and whether the node itself is gone is
+// for the probe to tell.
+func (t *tracker) kick(i int) {
+	select {
+	case t.probes[i].kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -125,19 +257,14 @@ func (t *tracker) close() {
 		t.stop()
 	}
 	t.done.Wait()
-	for _, p := range t.pools {
-		p.Close()
+	for _, p := range t.probes {
+		p.close() // the probes of a router whose start never ran
 	}
 }
 
 func (t *tracker) pollOnce(ctx context.Context, i int) {
 	timeout := max(10*t.interval, time.Second)
-	qctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var inRecovery bool
-	var pos, recv *string
-	var pause string
-	err := t.pools[i].QueryRow(qctx, pollQuery).Scan(&inRecovery, &pos, &recv, &pause)
+	res, err := t.probes[i].ask(ctx, timeout)
 	now := time.Now()
 	if ctx.Err() != nil {
 		return
@@ -147,26 +274,39 @@ func (t *tracker) pollOnce(ctx context.Context, i int) {
 		h.Err = err.Error()
 	} else {
 		h.Up = true
-		h.InRecovery = inRecovery
-		h.Paused = inRecovery && pause != "not paused"
-		if pos != nil {
-			h.Position, _ = ParseLSN(*pos)
+		h.InRecovery = res.inRecovery
+		h.PauseState = res.pause
+		h.Paused = res.inRecovery && res.pause != "not paused"
+		h.ApplyDelay = res.applyDelay
+		h.started = res.started
+		if res.pos != nil {
+			h.Position, _ = ParseLSN(*res.pos)
 		}
-		if recv != nil {
-			h.Receive, _ = ParseLSN(*recv)
+		if res.recv != nil {
+			h.Receive, _ = ParseLSN(*res.recv)
 		}
 	}
 	if h.Up && t.r.history.Load() == nil {
-		t.r.loadHistory(qctx, t.pools[i])
+		t.r.loadHistory(ctx, t.probes[i].conn, timeout)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if i == 0 && h.Up && !h.InRecovery {
 		t.addSample(h.Position, now)
 	}
-	if t.health[i].Up && !h.Up {
-		// Gone down: its pooled connections are most likely broken, and
-		// each would fail a read once the node is back (see forget).
+	if i == 0 {
+		t.replication, t.replErr = res.replication, ""
+		switch {
+		case err != nil:
+			t.replErr = err.Error()
+		case res.replErr != nil:
+			t.replErr = res.replErr.Error()
+		}
+	}
+	old := t.health[i]
+	if old.Up && (!h.Up || !h.started.Equal(old.started)) {
+		// Gone down, or restarted between two polls: every pooled
+		// connection is broken, and each would fail a read on its way out.
 		t.r.nodes[i].Pool.Reset()
 	}
 	t.health[i] = h
@@ -179,7 +319,7 @@ func (t *tracker) addSample(lsn uint64, now time.Time) {
 	switch {
 	case n > 0 && lsn < t.ring[n-1].lsn:
 		// A different history (a new cluster behind the same URL): start over.
-		t.ring = t.ring[:0]
+		t.ring, t.ringFull = t.ring[:0], false
 	case n > 0 && lsn == t.ring[n-1].lsn:
 		t.lastSeen = now
 		return
@@ -189,6 +329,7 @@ func (t *tracker) addSample(lsn uint64, now time.Time) {
 		prev = now
 	}
 	if len(t.ring) == ringSize {
+		t.ringFull = true
 		copy(t.ring, t.ring[1:])
 		t.ring = t.ring[:ringSize-1]
 	}
@@ -199,31 +340,40 @@ func (t *tracker) addSample(lsn uint64, now time.Time) {
 // lagTime estimates how long ago the primary first passed replay: 0 when
 // the replica has everything the poller saw. Between two polls the
 // crossing is interpolated by position, which is exact under a steady
-// write rate and errs towards more lag after an idle spell.
-func (t *tracker) lagTime(replay uint64, at time.Time) time.Duration {
+// write rate and errs towards more lag after an idle spell. known is false
+// when replay is older than every sample: the primary passed it before
+// the tracker started (or before the oldest sample kept), and the result
+// is only a lower bound.
+func (t *tracker) lagTime(replay uint64, at time.Time) (lag time.Duration, known bool) {
 	n := len(t.ring)
 	if n == 0 || replay >= t.ring[n-1].lsn {
-		return 0
+		return 0, true
 	}
 	k := sort.Search(n, func(j int) bool { return t.ring[j].lsn > replay })
 	s := t.ring[k]
 	crossed := s.firstSeen
+	known = true
 	if k > 0 {
 		prevLSN := t.ring[k-1].lsn
 		span := s.firstSeen.Sub(s.prevSeen)
 		frac := float64(replay-prevLSN) / float64(s.lsn-prevLSN)
 		crossed = s.prevSeen.Add(time.Duration(frac * float64(span)))
+	} else {
+		known = false
+		if t.ringFull {
+			crossed = s.prevSeen
+		}
 	}
 	if d := at.Sub(crossed); d > 0 {
-		return d
+		return d, known
 	}
-	return 0
+	return 0, known
 }
 
 // publish recomputes every node's lag and exclusion and swaps in a new
 // snapshot. Called with t.mu held.
 func (t *tracker) publish(now time.Time) {
-	snap := &snapshot{}
+	snap := &snapshot{replication: t.replication, replErr: t.replErr}
 	copy(snap.nodes[:], t.health)
 	primary := &snap.nodes[0]
 	snap.primaryDown = !primary.Up || primary.InRecovery
@@ -257,25 +407,24 @@ func (t *tracker) publish(now time.Time) {
 			n.LagBytes = int64(ref - n.Position)
 		}
 		if !snap.primaryDown {
-			n.Lag = t.lagTime(n.Position, n.CheckedAt)
+			var known bool
+			n.Lag, known = t.lagTime(n.Position, n.CheckedAt)
+			n.LagUnknown = !known
 		} else if n.LagBytes > 0 {
 			n.Lag = now.Sub(t.lastSeen) // at least as long as the primary has been gone
 		}
-		if n.LagBytes > t.maxBytes || n.Lag > t.maxLag {
+		if n.LagBytes > t.maxBytes || n.Lag > t.maxLag || n.LagUnknown {
 			n.Excluded = Lagging
 		}
 	}
 	t.r.snap.Store(snap)
 }
 
-// forget drops what the tracker knows of node i after a read on it failed:
-// it gets no reads until a poll reaches it again.
-//
-// The node's pool is reset too: a node that failed once has most likely
-// broken every pooled connection (a crash, a restart), and each of them
-// would otherwise fail one more read on its way out. Connections in use
-// are closed when they are released.
-func (t *tracker) forget(i int, err error) {
+// markDown records that node i could not be reached on a fresh
+// connection (a request's connect failed): it gets no reads, and the
+// primary no writes, until a poll reaches it again. Its pooled
+// connections are dropped with it.
+func (t *tracker) markDown(i int, err error) {
 	t.r.nodes[i].Pool.Reset()
 	t.mu.Lock()
 	defer t.mu.Unlock()

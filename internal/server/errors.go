@@ -16,6 +16,10 @@ var errRateLimited = errors.New("rate limited")
 // one place that decides; everything else calls serverError.
 func statusOf(err error) (int, string) {
 	switch {
+	case errors.Is(err, dbrouter.ErrUnavailable):
+		return http.StatusServiceUnavailable, "Quest cannot reach its database right now. Nothing you saved is lost; this page will work again by itself once the database is back — reload it in a moment."
+	case errors.Is(err, dbrouter.ErrOutcomeUnknown):
+		return http.StatusServiceUnavailable, "The connection to the database broke while your change was being saved, so it may or may not have been saved. Check the page before you try it again, or you may add it twice."
 	case errors.Is(err, dbrouter.ErrReadOnly):
 		return http.StatusServiceUnavailable, "The primary database is unreachable, so Quest is read-only right now. Pages still load from the replicas; try your change again in a moment."
 	case errors.Is(err, store.ErrNotFound):
@@ -38,7 +42,17 @@ func (s *Server) serverError(w http.ResponseWriter, r *http.Request, err error) 
 	if status >= 500 && status != http.StatusServiceUnavailable {
 		s.log.ErrorContext(r.Context(), "request failed", slog.String("path", r.URL.Path), slog.Any("err", err))
 	}
-	s.renderError(w, r, status, msg)
+	page := errorPage{Status: status, Title: http.StatusText(status), Message: msg}
+	switch {
+	case errors.Is(err, dbrouter.ErrUnavailable):
+		page.Title, page.Outage = "The database is unreachable", true
+		w.Header().Set("Retry-After", "5")
+	case errors.Is(err, dbrouter.ErrOutcomeUnknown):
+		page.Title = "Your change may have been saved"
+	case status == http.StatusServiceUnavailable:
+		page.Title = "Read-only right now"
+	}
+	s.render(w, r, status, "error.html", page)
 }
 
 // sessionError is scs's ErrorFunc: loading or saving the session failed.

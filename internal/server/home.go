@@ -21,10 +21,10 @@ type homePage struct {
 	ReplErr  string
 }
 
-// handleHome lists the nodes with their role and replication state. It is
-// a page about the cluster itself: it asks every node directly.
+// handleHome lists the nodes with their role and replication state, as
+// the router's tracker last saw them: the page asks no node itself.
 func (s *Server) handleHome(w http.ResponseWriter, r *http.Request) {
-	view := s.router.Inspect(r.Context())
+	view := s.router.Inspect()
 	health := s.router.Health()
 	page := homePage{Strategy: s.router.Strategy(), ReplErr: view.ReplErr}
 	for i, n := range view.Nodes {
@@ -39,14 +39,24 @@ func (s *Server) handleHome(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "home.html", page)
 }
 
-// handleHealthz answers 200 while the process serves requests, with each
-// node's reachability for whoever wants more.
+// handleHealthz answers from the tracker's last poll, never from a query
+// of its own: 200 while some node can serve pages ("ok", or "read-only"
+// while the primary is away), 503 ("unavailable") when none can, so load
+// balancers and orchestrators react. Each node's state comes with it.
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
-	view := s.router.Inspect(r.Context())
 	nodes := map[string]string{}
-	for _, n := range view.Nodes {
+	for _, n := range s.router.Inspect().Nodes {
 		nodes[n.Name] = n.Role()
 	}
+	status, code := "ok", http.StatusOK
+	switch {
+	case !s.router.Serving():
+		status, code = "unavailable", http.StatusServiceUnavailable
+	case !s.router.Writable():
+		status = "read-only"
+	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{"status": "ok", "nodes": nodes})
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]any{"status": status, "nodes": nodes})
 }

@@ -16,6 +16,7 @@ import (
 // and the frame around it.
 type view struct {
 	User     *sessionUser
+	Outage   bool // no database node answers: who is signed in is not known
 	Flash    string
 	Stale    bool   // some read may be stale: the primary is unreachable
 	Served   string // the footer: which nodes served this page, and why
@@ -56,6 +57,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 		return
 	}
 	v := view{User: currentUser(r), Flash: s.takeFlash(w, r), Strategy: s.router.Strategy().String(), Data: data}
+	if e, ok := data.(errorPage); ok && e.Outage {
+		v.Outage = true
+	}
 	v.Served, v.Stale = footer(dbrouter.TraceFrom(r.Context()), v.Strategy)
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "base", v); err != nil {
@@ -105,13 +109,10 @@ type errorPage struct {
 	Status  int
 	Title   string
 	Message string
+	Outage  bool
 }
 
 // renderError shows an error page with a status.
 func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	title := http.StatusText(status)
-	if status == http.StatusServiceUnavailable {
-		title = "Read-only right now"
-	}
-	s.render(w, r, status, "error.html", errorPage{Status: status, Title: title, Message: msg})
+	s.render(w, r, status, "error.html", errorPage{Status: status, Title: http.StatusText(status), Message: msg})
 }

@@ -20,7 +20,7 @@ type statusPage struct {
 // primary — with write, flush and replay lag, and the router's view of
 // each node; JSON for Accept: application/json.
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	view := s.router.Inspect(r.Context())
+	view := s.router.Inspect()
 	page := statusPage{Strategy: s.router.Strategy().String(), Replication: view.Replication, ReplErr: view.ReplErr,
 		Nodes: view.Nodes, Router: s.labState().Nodes}
 	if strings.Contains(r.Header.Get("Accept"), "application/json") {
