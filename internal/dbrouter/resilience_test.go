@@ -51,6 +51,25 @@ func terminate(t *testing.T, conn *pgx.Conn, pid int) {
 	}
 }
 
+// terminateRunning ends one backend that is running a statement
+// containing probe at that moment: finding it and ending it in one
+// statement leaves it no time to move on to its COMMIT.
+func terminateRunning(t *testing.T, conn *pgx.Conn, probe string) {
+	t.Helper()
+	testcluster.Eventually(t, 10*time.Second, "a backend running "+probe+" to terminate", func() bool {
+		var ok bool
+		err := conn.QueryRow(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE state = 'active' AND pid <> pg_backend_pid() AND strpos(query, $1) > 0 LIMIT 1`, probe).Scan(&ok)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false
+		}
+		if err != nil || !ok {
+			t.Fatalf("pg_terminate_backend: %v %v", ok, err)
+		}
+		return true
+	})
+}
+
 // TestOneDeadWriteConnectionRefusesNoWrite: eight writers keep the
 // primary busy; one in-flight write has its backend terminated. That
 // connection is gone, the primary is not: no write may be refused as
@@ -81,7 +100,7 @@ func TestOneDeadWriteConnectionRefusesNoWrite(t *testing.T) {
 				default:
 				}
 				_, err := r.Write(ctx, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(ctx, probe+" SELECT pg_sleep(0.005)"); err != nil {
+					if _, err := tx.Exec(ctx, probe+" SELECT pg_sleep(0.05)"); err != nil {
 						return err
 					}
 					_, err := tx.Exec(ctx, "INSERT INTO "+table+" (owner, body) VALUES ($1, 'w')", w)
@@ -107,9 +126,9 @@ func TestOneDeadWriteConnectionRefusesNoWrite(t *testing.T) {
 		}()
 	}
 	time.Sleep(200 * time.Millisecond)
-	pid := backendRunning(t, leader, probe)
+	backendRunning(t, leader, probe)
 	terminatedAt.Store(time.Now().UnixNano())
-	terminate(t, leader, pid)
+	terminateRunning(t, leader, probe)
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	wg.Wait()
@@ -170,8 +189,8 @@ func TestOneDeadReadConnectionKeepsTheReplica(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // every reader has a connection to each replica by now
 	before := pool.Stat().NewConnsCount()
-	pid := backendRunning(t, replica1, probe)
-	terminate(t, replica1, pid)
+	backendRunning(t, replica1, probe)
+	terminateRunning(t, replica1, probe)
 	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 		if health(r, "replica1").Excluded != dbrouter.Usable {
 			excluded.Store(true)
@@ -270,10 +289,10 @@ func TestCausalUnderRoleSettings(t *testing.T) {
 	})
 
 	t.Run("statement timeout below the wait", func(t *testing.T) {
-		alterRole(t, c, "statement_timeout", "10ms")
-		r := causalRouter(t, c, dbrouter.Config{CausalWait: 40 * time.Millisecond})
+		alterRole(t, c, "statement_timeout", "100ms")
+		r := causalRouter(t, c, dbrouter.Config{CausalWait: 400 * time.Millisecond})
 		table := newTable(t, r)
-		setDelay(t, c, 200*time.Millisecond, "replica1", "replica2")
+		setDelay(t, c, time.Second, "replica1", "replica2")
 		st := &dbrouter.State{Session: 7}
 		sctx := dbrouter.WithState(ctx, st)
 		insert(t, sctx, r, table, 7, "mine")

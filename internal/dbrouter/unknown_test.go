@@ -97,6 +97,15 @@ func TestWriteOfUnknownPosition(t *testing.T) {
 	if st.Token.LSN == dbrouter.UnknownLSN || st.Token.LSN == 0 {
 		t.Fatalf("the primary's read did not settle the token: %s", dbrouter.FormatLSN(st.Token.LSN))
 	}
+	// The settled token is the primary's insert position, which may lie in
+	// WAL not flushed yet (the restart's own records); any commit flushes
+	// it, and the replicas then reach it.
+	if _, err := r.Write(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "SELECT txid_current()")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.WaitCaughtUp(ctx, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}

