@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+
+	"quest/internal/dbrouter"
 )
 
 // dbshell opens psql on one node, as Django's
@@ -45,20 +47,23 @@ func (e environment) dbshell(ctx context.Context, args []string) error {
 	return cmd.Run()
 }
 
-// nodeURL picks a node's URL from the configuration by name.
+// nodeURL picks a node's URL from the configuration by the name the
+// router gives it (dbrouter.NodeName): "primary" (or "leader"), and each
+// replica's application_name or host:port/dbname.
 func nodeURL(cfg config, name string) (string, error) {
-	switch {
-	case name == "primary" || name == "leader":
+	if name == "primary" || name == "leader" {
 		return cfg.DatabaseURL, nil
-	case strings.HasPrefix(name, "replica"):
-		var n int
-		if _, err := fmt.Sscanf(name, "replica%d", &n); err == nil && n >= 1 && n <= len(cfg.ReplicaURLs) && name == fmt.Sprintf("replica%d", n) {
-			return cfg.ReplicaURLs[n-1], nil
-		}
 	}
 	names := []string{"primary"}
-	for i := range cfg.ReplicaURLs {
-		names = append(names, fmt.Sprintf("replica%d", i+1))
+	for _, u := range cfg.ReplicaURLs {
+		n, err := dbrouter.NodeName(u)
+		if err != nil {
+			return "", err
+		}
+		if n == name {
+			return u, nil
+		}
+		names = append(names, n)
 	}
 	return "", fmt.Errorf("unknown node %q; choose one of %s", name, strings.Join(names, ", "))
 }

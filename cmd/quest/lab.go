@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -20,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"quest/internal/app"
 	"quest/internal/cluster"
 	"quest/internal/dbrouter"
 	"quest/internal/lab"
@@ -263,9 +262,7 @@ func migrateLeader(ctx context.Context, c *cluster.Cluster) error {
 type inProcess struct {
 	url    string
 	router *dbrouter.Router
-	srv    *server.Server
-	hs     *http.Server
-	done   chan error
+	app    *app.App
 }
 
 // appPoolSize is the in-process app's pool size per node (the router's
@@ -280,38 +277,20 @@ func startInProcess(ctx context.Context, rc dbrouter.Config, levers server.Lever
 	if len(rc.ReplicaURLs) == 0 {
 		rc.Strategy = dbrouter.Primary
 	}
-	r, err := dbrouter.New(ctx, rc)
-	if err != nil {
-		return nil, err
-	}
 	key := make([]byte, 32)
 	copy(key, "quest lab in-process session key")
-	srv, err := server.New(server.Config{Router: r, Store: store.New(r), SessionKey: key, Levers: levers,
-		LoginsPerMinutePerAddr: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
+	a, err := app.New(ctx, app.Config{Router: rc, SessionKey: key, Levers: levers, LoginsPerMinutePerAddr: 1 << 20})
 	if err != nil {
-		r.Close()
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		srv.Close()
-		r.Close()
+	if err := a.Start("127.0.0.1:0"); err != nil {
+		a.Close()
 		return nil, err
 	}
-	app := &inProcess{url: "http://" + ln.Addr().String(), router: r, srv: srv, done: make(chan error, 1),
-		hs: &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}}
-	go func() { app.done <- app.hs.Serve(ln) }()
-	return app, nil
+	return &inProcess{url: a.URL(), router: a.Router, app: a}, nil
 }
 
-func (a *inProcess) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	a.hs.Shutdown(ctx)
-	<-a.done
-	a.srv.Close()
-	a.router.Close()
-}
+func (a *inProcess) stop() { a.app.Close() }
 
 // adminStrategySwitch signs in as the admin and returns a function that
 // switches the running app's strategy through /lab.

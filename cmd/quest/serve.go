@@ -2,18 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"time"
 
+	"quest/internal/app"
 	"quest/internal/cluster"
 	"quest/internal/dbrouter"
 	"quest/internal/server"
-	"quest/internal/store"
 )
 
 func (e environment) serve(ctx context.Context, args []string) error {
@@ -54,34 +52,23 @@ func (e environment) serve(ctx context.Context, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(e.stderr, nil))
 
-	router, err := dbrouter.New(ctx, dbrouter.Config{
-		PrimaryURL:   cfg.DatabaseURL,
-		ReplicaURLs:  cfg.ReplicaURLs,
-		Strategy:     strat,
-		TimedDelay:   *timedDelay,
-		PollInterval: *poll,
-		MaxLag:       *maxLag,
-		MaxLagBytes:  *maxLagMB << 20,
-		Logger:       logger,
-	})
-	if err != nil {
-		return err
-	}
-	defer router.Close()
-	if !router.Serving() {
-		logger.Warn("no database node answers yet: pages show an outage notice and /healthz answers 503 until one does; Quest keeps trying",
-			"primary", redactURL(cfg.DatabaseURL))
-	}
 	var levers server.Levers
 	if cfg.FromCluster != "" {
 		if c, err := cluster.Open(cfg.FromCluster); err == nil {
 			levers = c // the app manages the local cluster: /lab gets its levers
 		}
 	}
-	srv, err := server.New(server.Config{
+	a, err := app.New(ctx, app.Config{
+		Router: dbrouter.Config{
+			PrimaryURL:   cfg.DatabaseURL,
+			ReplicaURLs:  cfg.ReplicaURLs,
+			Strategy:     strat,
+			TimedDelay:   *timedDelay,
+			PollInterval: *poll,
+			MaxLag:       *maxLag,
+			MaxLagBytes:  *maxLagMB << 20,
+		},
 		Levers:                 levers,
-		Router:                 router,
-		Store:                  store.New(router),
 		Logger:                 logger,
 		SessionKey:             key,
 		Secure:                 *secure,
@@ -90,24 +77,18 @@ func (e environment) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
-
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", *addr, err)
+	defer a.Close()
+	if !a.Router.Serving() {
+		logger.Warn("no database node answers yet: pages show an outage notice and /healthz answers 503 until one does; Quest keeps trying",
+			"primary", redactURL(cfg.DatabaseURL))
 	}
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	if err := a.Listen(*addr); err != nil {
+		return err
 	}
-	fmt.Fprintf(e.stdout, "Quest is serving on %s (%d replica(s), strategy %s); stop with Ctrl-C\n", browseURL(ln.Addr()), len(cfg.ReplicaURLs), strat)
+	fmt.Fprintf(e.stdout, "Quest is serving on %s (%d replica(s), strategy %s); stop with Ctrl-C\n", browseURL(a.Addr()), len(cfg.ReplicaURLs), strat)
 
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- a.Serve() }()
 	select {
 	case err := <-errc:
 		return err
@@ -116,10 +97,7 @@ func (e environment) serve(ctx context.Context, args []string) error {
 	// Finish in-flight requests, then close the pools (deferred above).
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
-	if err := hs.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := a.Shutdown(shutdownCtx); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stdout, "Quest stopped")

@@ -68,6 +68,11 @@ type Node struct {
 // Leader reports whether the node was created as the leader.
 func (n Node) Leader() bool { return n.Name == LeaderName }
 
+// ReplicaName is the name of the i-th follower (from 1): "replica1". The
+// launcher, the compose file, the replica URLs (application_name) and so
+// the router's node names all use it.
+func ReplicaName(i int) string { return fmt.Sprintf("replica%d", i) }
+
 type passwords struct {
 	Super string `json:"super"`
 	App   string `json:"app"`

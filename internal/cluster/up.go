@@ -117,7 +117,7 @@ func create(ctx context.Context, abs string, cfg Config) (_ *Cluster, err error)
 	for i, p := range ports {
 		name := LeaderName
 		if i > 0 {
-			name = fmt.Sprintf("replica%d", i)
+			name = ReplicaName(i)
 		}
 		c.st.Nodes = append(c.st.Nodes, Node{Name: name, Port: p, DataDir: filepath.Join(dataRoot, name)})
 	}

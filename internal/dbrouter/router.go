@@ -219,6 +219,16 @@ func poolConfig(url string, maxConns int32) (*pgxpool.Config, error) {
 // pingKey marks a context whose pool acquisitions must ping the connection.
 type pingKey struct{}
 
+// NodeName is the name the router gives a replica with this URL: its
+// application_name, else host:port/dbname.
+func NodeName(url string) (string, error) {
+	cc, err := pgx.ParseConfig(url)
+	if err != nil {
+		return "", err
+	}
+	return replicaName(cc), nil
+}
+
 // replicaName is a replica's identity: its application_name when the URL
 // sets one, else host:port/dbname.
 func replicaName(cc *pgx.ConnConfig) string {

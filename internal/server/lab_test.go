@@ -11,28 +11,15 @@ import (
 
 	"quest/internal/dbrouter"
 	"quest/internal/server"
-	"quest/internal/store"
 	"quest/internal/testcluster"
 )
 
 // newLabApp serves Quest with the cluster's levers and returns a client
 // signed in as an admin.
-func newLabApp(t *testing.T) (*app, *client) {
+func newLabApp(t *testing.T) (*testApp, *client) {
 	t.Helper()
-	c := testcluster.Get(t)
-	r, err := dbrouter.New(context.Background(), dbrouter.Config{
-		PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: dbrouter.Causal, PollInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(r)
-	srv, err := server.New(server.Config{Router: r, Store: st, SessionKey: testKey, LoginsPerMinutePerAddr: 10000, Levers: c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &app{router: r, c: c}
-	a.Server = newTestServer(t, srv)
-	t.Cleanup(func() { srv.Close(); r.Close() })
+	a := startApp(t, dbrouter.Causal, testcluster.Get(t))
+	st := a.store
 	name := "admin_" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
 	hash, err := server.HashPassword("correct horse")
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"quest/internal/app"
 	"quest/internal/cluster"
 	"quest/internal/dbrouter"
 	"quest/internal/server"
@@ -27,35 +27,37 @@ func TestMain(m *testing.M) { os.Exit(testcluster.Main(m)) }
 
 var testKey = []byte("0123456789abcdef0123456789abcdef-test-key")
 
-type app struct {
-	*httptest.Server
+type testApp struct {
+	URL    string
 	router *dbrouter.Router
+	store  *store.Store
 	c      *cluster.Cluster
 }
 
-// newApp serves Quest with the given strategy on the package's cluster.
-func newApp(t *testing.T, s dbrouter.Strategy) *app {
+// newApp serves Quest, wired as `quest serve` wires it, with the given
+// strategy on the package's cluster, on a free loopback port until the
+// test ends.
+func newApp(t *testing.T, s dbrouter.Strategy) *testApp {
 	t.Helper()
-	c := testcluster.Get(t)
-	r, err := dbrouter.New(context.Background(), dbrouter.Config{
-		PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: s, PollInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Router: r, Store: store.New(r), SessionKey: testKey, LoginsPerMinutePerAddr: 10000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &app{Server: newTestServer(t, srv), router: r, c: c}
-	t.Cleanup(func() { srv.Close(); r.Close() })
-	return a
+	return startApp(t, s, nil)
 }
 
-// newTestServer serves h on loopback until the test ends.
-func newTestServer(t *testing.T, h http.Handler) *httptest.Server {
-	ts := httptest.NewServer(h)
-	t.Cleanup(ts.Close)
-	return ts
+func startApp(t *testing.T, s dbrouter.Strategy, levers server.Levers) *testApp {
+	t.Helper()
+	c := testcluster.Get(t)
+	a, err := app.New(context.Background(), app.Config{
+		Router:     dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: s, PollInterval: 50 * time.Millisecond},
+		SessionKey: testKey, LoginsPerMinutePerAddr: 10000, Levers: levers,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start("127.0.0.1:0"); err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	return &testApp{URL: a.URL(), router: a.Router, store: a.Store, c: c}
 }
 
 // client is a browser-like client: a cookie jar, redirects not followed.
@@ -65,7 +67,7 @@ type client struct {
 	http *http.Client
 }
 
-func (a *app) client(t *testing.T) *client {
+func (a *testApp) client(t *testing.T) *client {
 	jar, _ := cookiejar.New(nil)
 	return &client{t: t, base: a.URL, http: &http.Client{
 		Jar:           jar,
@@ -447,7 +449,7 @@ func TestSignInSeesAccountsChangedElsewhere(t *testing.T) {
 	}
 }
 
-func waitReplicated(t *testing.T, a *app) {
+func waitReplicated(t *testing.T, a *testApp) {
 	t.Helper()
 	if err := a.c.WaitCaughtUp(context.Background(), 15*time.Second); err != nil {
 		t.Fatal(err)
