@@ -36,8 +36,12 @@ func TestSessionKeyGeneratedOnceAndShared(t *testing.T) {
 	if err != nil || !bytes.Equal(again, keys[0]) {
 		t.Fatalf("a restart got another key: %x, %v", again, err)
 	}
-	if st, err := os.Stat(filepath.Join(dir, "session.key")); err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("session.key: %v, mode %v", err, st.Mode())
+	st, err := os.Stat(filepath.Join(dir, "session.key"))
+	if err != nil {
+		t.Fatalf("session.key: %v", err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("session.key has mode %v, want 0600", st.Mode().Perm())
 	}
 }
 

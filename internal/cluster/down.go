@@ -100,14 +100,3 @@ func Sweep(ctx context.Context, root string) (int, error) {
 	}
 	return n, errors.Join(errs...)
 }
-
-// PIDs returns the pids of the cluster's running postmasters.
-func (c *Cluster) PIDs() []int {
-	var pids []int
-	for _, n := range c.st.Nodes {
-		if pid := c.runningPID(n); pid > 0 {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}

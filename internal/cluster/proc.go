@@ -57,7 +57,7 @@ func resolveServerUser(ctx context.Context, name string) (osUser, error) {
 	out, err := exec.CommandContext(ctx, "useradd", "--system", "--no-create-home",
 		"--shell", "/usr/sbin/nologin", defaultServerUser).CombinedOutput()
 	if err != nil {
-		return osUser{}, fmt.Errorf("create server user %s: %v: %s", defaultServerUser, err, bytes.TrimSpace(out))
+		return osUser{}, fmt.Errorf("create server user %s: %w: %s", defaultServerUser, err, bytes.TrimSpace(out))
 	}
 	u, err := user.Lookup(defaultServerUser)
 	if err != nil {
@@ -105,7 +105,7 @@ func run(cmd *exec.Cmd) error {
 		if i := strings.LastIndexByte(msg, '\n'); i >= 0 && len(msg) > 400 {
 			msg = "…" + msg[i+1:]
 		}
-		return fmt.Errorf("%s: %v: %s", filepath.Base(cmd.Path), err, msg)
+		return fmt.Errorf("%s: %w: %s", filepath.Base(cmd.Path), err, msg)
 	}
 	return nil
 }
@@ -136,7 +136,7 @@ func postmasterPID(dataDir string) (int, error) {
 // Checking the working directory (a postmaster changes into its data
 // directory) or the command line guards against a recycled pid.
 func isPostmaster(pid int, dataDir string) bool {
-	if pid <= 0 || !alive(pid) {
+	if pid <= 0 || !Alive(pid) {
 		return false
 	}
 	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil {
@@ -149,9 +149,9 @@ func isPostmaster(pid int, dataDir string) bool {
 	return bytes.Contains(cmdline, []byte(dataDir))
 }
 
-// alive reports whether pid names a process that has not exited. A zombie
+// Alive reports whether pid names a process that has not exited. A zombie
 // (exited, not yet reaped by its parent) counts as gone.
-func alive(pid int) bool {
+func Alive(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
@@ -169,7 +169,7 @@ func alive(pid int) bool {
 // waitGone waits until pid has exited.
 func waitGone(ctx context.Context, pid int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for alive(pid) {
+	for Alive(pid) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("process %d still running after %s", pid, timeout)
 		}
@@ -196,7 +196,7 @@ func processesIn(dir string) []int {
 		if err != nil {
 			continue
 		}
-		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && filepath.Clean(cwd) == dir && alive(pid) {
+		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && filepath.Clean(cwd) == dir && Alive(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -211,7 +211,7 @@ func processesIn(dir string) []int {
 // The socket's lock file, which names the same pid, goes too.
 func clearStaleLock(ctx context.Context, dataDir, socketLock string, timeout time.Duration) error {
 	pid, err := postmasterPID(dataDir)
-	if err != nil || alive(pid) {
+	if err != nil || Alive(pid) {
 		return nil // no lock, or a live postmaster: pg_ctl decides
 	}
 	deadline := time.Now().Add(timeout)

@@ -61,13 +61,25 @@ func (r *Router) CausalStats() CausalStats {
 	}
 }
 
+// history names one cluster's WAL history: its system identifier and
+// timeline. Tokens of another history count as empty.
+type history struct {
+	systemID uint64
+	timeline uint32
+}
+
+// at is the token of position lsn in this history.
+func (h *history) at(lsn uint64) Token {
+	return Token{SystemID: h.systemID, Timeline: h.timeline, LSN: lsn}
+}
+
 // loadHistory reads the cluster's system identifier and timeline.
 func (r *Router) loadHistory(ctx context.Context, conn *pgx.Conn, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var h Token
+	var h history
 	err := conn.QueryRow(ctx, `SELECT (SELECT system_identifier FROM pg_control_system()),
-	                                  (SELECT timeline_id FROM pg_control_checkpoint())`).Scan(&h.SystemID, &h.Timeline)
+	                                  (SELECT timeline_id FROM pg_control_checkpoint())`).Scan(&h.systemID, &h.timeline)
 	if err == nil {
 		r.history.CompareAndSwap(nil, &h)
 	}
@@ -77,7 +89,7 @@ func (r *Router) loadHistory(ctx context.Context, conn *pgx.Conn, timeout time.D
 // history, else the zero token.
 func (r *Router) token(st *State) Token {
 	h := r.history.Load()
-	if st == nil || st.Token.IsZero() || h == nil || st.Token.SystemID != h.SystemID || st.Token.Timeline != h.Timeline {
+	if st == nil || st.Token.IsZero() || h == nil || st.Token.SystemID != h.systemID || st.Token.Timeline != h.timeline {
 		return Token{}
 	}
 	return st.Token
@@ -91,7 +103,7 @@ func (r *Router) advance(st *State, lsn uint64) {
 	}
 	cur := r.token(st)
 	if lsn > cur.LSN {
-		st.Token = Token{SystemID: h.SystemID, Timeline: h.Timeline, LSN: lsn}
+		st.Token = h.at(lsn)
 		st.changed = true
 	}
 }
@@ -259,7 +271,7 @@ func (r *Router) causalOnPrimary(ctx context.Context, st *State, fn ReadFunc) er
 	if h := r.history.Load(); h != nil && lsn != 0 && r.token(st).LSN == UnknownLSN {
 		// The primary answered after the write of unknown position, so
 		// its insert position covers it: the session may use replicas again.
-		st.Token = Token{SystemID: h.SystemID, Timeline: h.Timeline, LSN: lsn}
+		st.Token = h.at(lsn)
 		st.changed = true
 		return nil
 	}

@@ -51,9 +51,11 @@ func TestCausalReadYourWritesOnFreshReplicas(t *testing.T) {
 			onReplica++
 		}
 	}
+	// docs/router.md states at least 95 % (the benchmark measures it over
+	// 2,000 pairs); 19 of 20 here.
 	t.Logf("%d of %d reads right after a write were served by a replica", onReplica, pairs)
-	if onReplica < pairs/2 {
-		t.Errorf("only %d of %d reads right after a write stayed on a replica", onReplica, pairs)
+	if onReplica*100 < pairs*95 {
+		t.Errorf("only %d of %d reads right after a write stayed on a replica, under 95 %%", onReplica, pairs)
 	}
 }
 
@@ -274,7 +276,7 @@ func BenchmarkCausalWriteThenRead(b *testing.B) {
 	}
 	defer r.Close()
 	ctx := dbrouter.WithState(context.Background(), &dbrouter.State{Session: 99})
-	if _, err := r.Write(ctx, func(tx pgx.Tx) error {
+	if err := r.Write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS bench_notes (id bigserial PRIMARY KEY, owner bigint, body text)")
 		return err
 	}); err != nil {
@@ -282,7 +284,7 @@ func BenchmarkCausalWriteThenRead(b *testing.B) {
 	}
 	onReplica, waited := 0, time.Duration(0)
 	for b.Loop() {
-		if _, err := r.Write(ctx, func(tx pgx.Tx) error {
+		if err := r.Write(ctx, func(tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, "INSERT INTO bench_notes (owner, body) VALUES (99, 'x')")
 			return err
 		}); err != nil {

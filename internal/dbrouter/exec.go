@@ -73,10 +73,10 @@ func unavailable(err error) error {
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
-// Mark is what a session must remember of a committed write.
-type Mark struct {
-	At    time.Time
-	Token Token // the primary's flush position after COMMIT returned
+// mark is what a session must remember of a committed write.
+type mark struct {
+	at    time.Time
+	token Token // the primary's flush position after COMMIT returned
 }
 
 // Errors of Read and Write.
@@ -105,9 +105,9 @@ var (
 // while COMMIT is in flight, the outcome is unknown: Write returns an
 // error wrapping ErrOutcomeUnknown and the session reads from the primary
 // until a read there settles its position.
-func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) (Mark, error) {
+func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	if r.snap.Load().primaryDown {
-		return Mark{}, ErrReadOnly
+		return ErrReadOnly
 	}
 	m, sent, err := r.writeOnce(ctx, fn, false)
 	if err != nil && !sent && nodeFailed(err) && ctx.Err() == nil {
@@ -119,32 +119,32 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) (Mark, error)
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
-		return Mark{}, err
+		return err
 	case sent && nodeFailed(err):
 		r.tracker.kick(0)
 		r.log.WarnContext(ctx, "the connection failed while COMMIT was in flight; the write may have been saved", "err", err)
 		if st != nil {
 			r.setUnknown(st, time.Now())
 		}
-		return Mark{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	case isConnectError(err):
 		r.tracker.markDown(0, err)
-		return Mark{}, fmt.Errorf("%w: %w", ErrReadOnly, err)
+		return fmt.Errorf("%w: %w", ErrReadOnly, err)
 	case nodeFailed(err) || isCode(err, "25006"): // 25006: the "primary" is a standby
 		r.tracker.kick(0)
-		return Mark{}, fmt.Errorf("%w: %w", ErrReadOnly, err)
+		return fmt.Errorf("%w: %w", ErrReadOnly, err)
 	default:
-		return Mark{}, err
+		return err
 	}
 	if st != nil {
-		if m.At.After(st.LastWrite) {
-			st.LastWrite = m.At
+		if m.at.After(st.LastWrite) {
+			st.LastWrite = m.at
 			st.changed = true
 		}
-		r.advance(st, m.Token.LSN)
+		r.advance(st, m.token.LSN)
 	}
 	r.record(ctx, Decision{Node: r.nodes[0].Name, Strategy: r.Strategy(), Reason: ReasonPrimaryOnly, Write: true})
-	return m, nil
+	return nil
 }
 
 // setUnknown records a write of unknown position in the session: only the
@@ -154,7 +154,7 @@ func (r *Router) setUnknown(st *State, at time.Time) {
 		st.LastWrite = at
 	}
 	if h := r.history.Load(); h != nil {
-		st.Token = Token{SystemID: h.SystemID, Timeline: h.Timeline, LSN: UnknownLSN}
+		st.Token = h.at(UnknownLSN)
 	}
 	st.changed = true
 }
@@ -162,29 +162,29 @@ func (r *Router) setUnknown(st *State, at time.Time) {
 // writeOnce runs one attempt of a write. sent reports whether COMMIT was
 // sent (so the transaction may have committed). live asks the pool for a
 // connection that answers a ping first.
-func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error, live bool) (m Mark, sent bool, err error) {
+func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error, live bool) (m mark, sent bool, err error) {
 	actx := ctx
 	if live {
 		actx = context.WithValue(ctx, pingKey{}, true)
 	}
 	conn, err := r.nodes[0].Pool.Acquire(actx)
 	if err != nil {
-		return Mark{}, false, err
+		return mark{}, false, err
 	}
 	defer conn.Release()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return Mark{}, false, err
+		return mark{}, false, err
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback(ctx)
-		return Mark{}, false, err
+		return mark{}, false, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		// pgconn knows whether the COMMIT left the client at all.
-		return Mark{}, !pgconn.SafeToRetry(err), err
+		return mark{}, !pgconn.SafeToRetry(err), err
 	}
-	m = Mark{At: time.Now()}
+	m = mark{at: time.Now()}
 	if r.testAfterCommit != nil {
 		r.testAfterCommit()
 	}
@@ -206,7 +206,7 @@ func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error, live bool
 		lsn = UnknownLSN
 	}
 	if h := r.history.Load(); h != nil {
-		m.Token = Token{SystemID: h.SystemID, Timeline: h.Timeline, LSN: lsn}
+		m.token = h.at(lsn)
 	}
 	return m, true, nil
 }

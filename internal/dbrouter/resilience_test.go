@@ -99,7 +99,7 @@ func TestOneDeadWriteConnectionRefusesNoWrite(t *testing.T) {
 					return
 				default:
 				}
-				_, err := r.Write(ctx, func(tx pgx.Tx) error {
+				err := r.Write(ctx, func(tx pgx.Tx) error {
 					if _, err := tx.Exec(ctx, probe+" SELECT pg_sleep(0.05)"); err != nil {
 						return err
 					}
@@ -141,8 +141,8 @@ func TestOneDeadWriteConnectionRefusesNoWrite(t *testing.T) {
 	if refused > 0 || failed > 0 {
 		t.Fatalf("%d writes refused as read-only and %d failed after one connection was terminated (first: %v)", refused, failed, firstErr)
 	}
-	if h := health(r, "primary"); h.Excluded != dbrouter.Usable {
-		t.Fatalf("the primary is %s after one of its connections was terminated", h.Excluded)
+	if h := health(r, "primary"); h.Status != dbrouter.Usable {
+		t.Fatalf("the primary is %s after one of its connections was terminated", h.Status)
 	}
 }
 
@@ -192,7 +192,7 @@ func TestOneDeadReadConnectionKeepsTheReplica(t *testing.T) {
 	backendRunning(t, replica1, probe)
 	terminateRunning(t, replica1, probe)
 	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if health(r, "replica1").Excluded != dbrouter.Usable {
+		if health(r, "replica1").Status != dbrouter.Usable {
 			excluded.Store(true)
 		}
 	}
@@ -307,7 +307,7 @@ func TestCausalUnderRoleSettings(t *testing.T) {
 		table := newTable(t, r)
 		alterRole(t, c, "default_transaction_read_only", "on")
 		r = causalRouter(t, c, dbrouter.Config{})
-		if _, err := r.Write(ctx, func(tx pgx.Tx) error {
+		if err := r.Write(ctx, func(tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, "INSERT INTO "+table+" (owner, body) VALUES (1, 'x')")
 			return err
 		}); err != nil {
@@ -481,7 +481,7 @@ func TestLagIsKnownFromTheFirstPoll(t *testing.T) {
 		if h.Position >= health(r, "primary").Position {
 			break // caught up: nothing more to check
 		}
-		if h.Excluded == dbrouter.Usable {
+		if h.Status == dbrouter.Usable {
 			t.Fatalf("%s after start: replica2 is %s behind, usable under a 1 s limit while 2 s behind",
 				time.Since(start).Round(time.Millisecond), h.Lag)
 		}
@@ -510,7 +510,7 @@ func TestCommitWithoutAnswerIsAnUnknownOutcome(t *testing.T) {
 	sctx := dbrouter.WithState(ctx, st)
 	done := make(chan error, 1)
 	go func() {
-		_, err := r.Write(sctx, func(tx pgx.Tx) error {
+		err := r.Write(sctx, func(tx pgx.Tx) error {
 			_, err := tx.Exec(sctx, "INSERT INTO "+table+" (owner, body) VALUES (99, 'saved?')")
 			return err
 		})

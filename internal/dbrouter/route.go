@@ -91,7 +91,7 @@ func (r *Router) decide(st *State, intent Intent, s Strategy, now time.Time, sna
 				break
 			}
 			if k == 0 {
-				reason = fallbackReason(snap.nodes[i].Excluded)
+				reason = fallbackReason(snap.nodes[i].Status)
 			}
 		}
 	default: // Random, PinOwn and Timed for shared data, Timed after its delay
@@ -107,7 +107,7 @@ func (r *Router) decide(st *State, intent Intent, s Strategy, now time.Time, sna
 		if k > 0 {
 			preferred = int(usable[r.intn(k)])
 		} else if nr > 0 {
-			reason = fallbackReason(snap.nodes[order[0]].Excluded)
+			reason = fallbackReason(snap.nodes[order[0]].Status)
 		}
 	}
 	if preferred < 0 { // no usable replica
@@ -144,24 +144,25 @@ func (r *Router) decide(st *State, intent Intent, s Strategy, now time.Time, sna
 // session's rendezvous replica unless the tracker knows it is down, paused,
 // past the lag limit, beyond the prefer-fresh threshold while a fresher
 // replica exists, or unable to reach the session's position within the
-// in-band wait (behind it, and lagging by more than the wait); then the
+// in-band wait (behind it, and lagging by more than the wait plus a poll
+// interval — the lag estimate is only that exact); then the
 // other such replicas in rendezvous order; then the primary. The in-band
 // check decides which of them may answer.
 func (r *Router) decideCausal(snap *snapshot, order *[maxNodes]uint8, nr int, token uint64, p *plan) {
 	freshExists := false
 	for k := 0; k < nr; k++ {
 		h := &snap.nodes[order[k]]
-		freshExists = freshExists || (h.Excluded == Usable && !h.Paused && h.Lag <= r.preferFresh)
+		freshExists = freshExists || (h.Status == Usable && !h.Paused && h.Lag <= r.preferFresh)
 	}
 	p.n, p.reason = 0, ReasonSticky
 	for k := 0; k < nr; k++ {
 		i := int(order[k])
 		h := &snap.nodes[i]
 		switch {
-		case h.Excluded == Usable && !h.Paused && (h.Lag <= r.preferFresh || !freshExists) &&
-			(h.Position >= token || h.Lag <= r.causalWait):
+		case h.Status == Usable && !h.Paused && (h.Lag <= r.preferFresh || !freshExists) &&
+			(h.Position >= token || h.Lag <= r.causalWait+r.pollInterval):
 			p.add(i)
-		case k == 0 && h.Excluded == Down:
+		case k == 0 && h.Status == Down:
 			p.reason = ReasonFallbackDown
 		case k == 0:
 			p.reason = ReasonFallbackLag
@@ -172,7 +173,7 @@ func (r *Router) decideCausal(snap *snapshot, order *[maxNodes]uint8, nr int, to
 	}
 }
 
-func fallbackReason(e Exclusion) Reason {
+func fallbackReason(e Status) Reason {
 	if e == Lagging {
 		return ReasonFallbackLag
 	}

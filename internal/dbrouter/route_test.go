@@ -65,7 +65,7 @@ func TestRendezvousMovesOnlyTheRemovedShare(t *testing.T) {
 func TestDownReplicaShareSpreadsOverTheRest(t *testing.T) {
 	r := offlineRouter("replica1", "replica2", "replica3")
 	snap := *r.snap.Load()
-	snap.nodes[3].Excluded = Down
+	snap.nodes[3].Status = Down
 	r.snap.Store(&snap)
 	counts := map[string]int{}
 	for s := uint64(1); s <= 10000; s++ {
@@ -120,7 +120,7 @@ func TestDecideFollowsEachStrategy(t *testing.T) {
 func TestDecideWithPrimaryDown(t *testing.T) {
 	r := offlineRouter("replica1", "replica2")
 	snap := *r.snap.Load()
-	snap.nodes[0] = Health{Name: "primary", Excluded: Down}
+	snap.nodes[0] = Health{Name: "primary", Status: Down}
 	snap.primaryDown = true
 	for _, s := range Strategies() {
 		var p plan

@@ -71,11 +71,13 @@ type Router struct {
 	timedDelay  time.Duration
 	causalWait  time.Duration
 	preferFresh time.Duration
-	log         *slog.Logger
+	// pollInterval bounds the error of the tracker's lag estimate.
+	pollInterval time.Duration
+	log          *slog.Logger
 
 	// history is the cluster's system identifier and timeline, read once;
 	// a token of another history counts as empty.
-	history atomic.Pointer[Token]
+	history atomic.Pointer[history]
 
 	randMu sync.Mutex
 	rand   *rand.Rand
@@ -104,7 +106,8 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("dbrouter: unknown strategy %d", cfg.Strategy)
 	}
 	cfg = withDefaults(cfg)
-	r := &Router{timedDelay: cfg.TimedDelay, causalWait: cfg.CausalWait, preferFresh: cfg.PreferFresh, log: cfg.Logger, rand: cfg.Rand}
+	r := &Router{timedDelay: cfg.TimedDelay, causalWait: cfg.CausalWait, preferFresh: cfg.PreferFresh,
+		pollInterval: cfg.PollInterval, log: cfg.Logger, rand: cfg.Rand}
 	r.strategy.Store(uint32(cfg.Strategy))
 	t := &tracker{r: r, interval: cfg.PollInterval, maxBytes: cfg.MaxLagBytes, maxLag: cfg.MaxLag}
 	r.tracker = t

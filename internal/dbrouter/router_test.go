@@ -43,7 +43,7 @@ func newTable(t *testing.T, r *dbrouter.Router) string {
 	t.Helper()
 	ctx := context.Background()
 	name := fmt.Sprintf("notes_%d_%d", time.Now().UnixNano(), tableSeq.Add(1))
-	_, err := r.Write(ctx, func(tx pgx.Tx) error {
+	err := r.Write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "CREATE TABLE "+name+" (id bigserial PRIMARY KEY, owner bigint NOT NULL, body text NOT NULL)")
 		return err
 	})
@@ -65,7 +65,7 @@ func waitReplicated(t *testing.T) {
 
 func insert(t *testing.T, ctx context.Context, r *dbrouter.Router, table string, owner int64, body string) {
 	t.Helper()
-	_, err := r.Write(ctx, func(tx pgx.Tx) error {
+	err := r.Write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "INSERT INTO "+table+" (owner, body) VALUES ($1, $2)", owner, body)
 		return err
 	})
@@ -227,8 +227,8 @@ func TestTrackerIgnoresAnIdlePrimary(t *testing.T) {
 	// The lag must not grow with idle time (as now() − the last replay's
 	// timestamp would); background WAL (autovacuum) may leave a few ms.
 	for _, h := range r.Health()[1:] {
-		if h.Excluded != dbrouter.Usable || h.Lag > 100*time.Millisecond {
-			t.Errorf("%s after an idle second: %s, lag %s; want usable with no lag", h.Name, h.Excluded, h.Lag)
+		if h.Status != dbrouter.Usable || h.Lag > 100*time.Millisecond {
+			t.Errorf("%s after an idle second: %s, lag %s; want usable with no lag", h.Name, h.Status, h.Lag)
 		}
 	}
 }
@@ -265,7 +265,7 @@ func TestTrackerExcludesALaggingReplicaAndTakesItBack(t *testing.T) {
 	defer stop()
 	pauseReplicas(t, c, "replica1")
 	testcluster.Eventually(t, 15*time.Second, "replica1 excluded for lag", func() bool {
-		return r.Health()[1].Excluded == dbrouter.Lagging
+		return r.Health()[1].Status == dbrouter.Lagging
 	})
 	// Sticky sessions of replica1 now read elsewhere, saying why.
 	moved := 0
@@ -289,7 +289,7 @@ func TestTrackerExcludesALaggingReplicaAndTakesItBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	testcluster.Eventually(t, 15*time.Second, "replica1 taken back after catching up", func() bool {
-		return r.Health()[1].Excluded == dbrouter.Usable
+		return r.Health()[1].Status == dbrouter.Usable
 	})
 }
 
@@ -395,7 +395,7 @@ func TestReplicaStoppedDuringReads(t *testing.T) {
 					t.Fatal(err)
 				}
 				testcluster.Eventually(t, 15*time.Second, "replica2 back in rotation", func() bool {
-					return r.Health()[2].Excluded == dbrouter.Usable
+					return r.Health()[2].Status == dbrouter.Usable
 				})
 			}
 		})
@@ -428,7 +428,7 @@ func TestPrimaryStopped(t *testing.T) {
 	}
 	// Writes fail at once with the typed error.
 	began := time.Now()
-	_, err := r.Write(ctx, func(tx pgx.Tx) error {
+	err := r.Write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "INSERT INTO "+table+" (owner, body) VALUES (4, 'during')")
 		return err
 	})
@@ -443,7 +443,7 @@ func TestPrimaryStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	testcluster.Eventually(t, 20*time.Second, "writes to work again", func() bool {
-		_, err := r.Write(ctx, func(tx pgx.Tx) error {
+		err := r.Write(ctx, func(tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, "INSERT INTO "+table+" (owner, body) VALUES (4, 'after')")
 			return err
 		})

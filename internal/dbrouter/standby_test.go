@@ -291,7 +291,7 @@ func TestCausalRefusesAReplicaThatWentBack(t *testing.T) {
 		dbrouter.FormatLSN(before), dbrouter.FormatLSN(after), there)
 	testcluster.Eventually(t, 10*time.Second, "the router to see replica1 back, usable", func() bool {
 		h := health(r, "replica1")
-		return h.Up && h.Excluded == dbrouter.Usable && h.Position == after
+		return h.Up && h.Status == dbrouter.Usable && h.Position == after
 	})
 
 	// Each session is turned away from replica1: by the plan, since the

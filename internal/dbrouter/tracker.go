@@ -12,18 +12,18 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Exclusion says why a node gets no reads.
-type Exclusion uint8
+// Status says whether a node gets reads, and if not, why.
+type Status uint8
 
-// The exclusions.
+// The statuses.
 const (
-	Usable     Exclusion = iota
-	Down                 // unreachable, or failed during a read
-	NotReplica           // a "replica" that is not in recovery
-	Lagging              // beyond the lag limit
+	Usable     Status = iota // gets reads
+	Down                     // unreachable: its probe failed, or a connection to it could not be made
+	NotReplica               // a "replica" that is not in recovery
+	Lagging                  // beyond the lag limit, or of unknown lag
 )
 
-func (e Exclusion) String() string {
+func (e Status) String() string {
 	return [...]string{"usable", "down", "not a replica", "lagging"}[e]
 }
 
@@ -44,7 +44,7 @@ type Health struct {
 	// known; Lag is then only a lower bound, and the replica gets no reads
 	// until it replays past that first position.
 	LagUnknown bool
-	Excluded   Exclusion
+	Status     Status // whether the node gets reads, and if not why
 	CheckedAt  time.Time
 	Err        string
 
@@ -60,7 +60,7 @@ type snapshot struct {
 	replErr     string
 }
 
-func (s *snapshot) usable(i int) bool { return s.nodes[i].Excluded == Usable }
+func (s *snapshot) usable(i int) bool { return s.nodes[i].Status == Usable }
 
 // primarySample records when the poller first saw the primary's flush
 // position at lsn, and when it last saw the position before it.
@@ -211,13 +211,22 @@ func poll(ctx context.Context, conn *pgx.Conn) (pollResult, error) {
 func (t *tracker) start(ctx context.Context) {
 	ctx, t.stop = context.WithCancel(context.WithoutCancel(ctx))
 	// One first round before routing starts, so a fresh router does not
-	// send everything to the primary for an interval.
+	// send everything to the primary for an interval: the primary first,
+	// whose position is the oldest sample the lag estimate can use; then
+	// the replicas. A replica behind that sample has an unknown lag; one a
+	// few WAL records behind catches up within milliseconds, so it is
+	// asked again a few times before routing starts without it.
+	t.pollOnce(ctx, 0)
 	var first sync.WaitGroup
-	for i := range t.probes {
+	for i := 1; i < len(t.probes); i++ {
 		first.Add(1)
 		go func() {
 			defer first.Done()
 			t.pollOnce(ctx, i)
+			for k := 0; k < 5 && t.lagUnknown(i); k++ {
+				time.Sleep(10 * time.Millisecond)
+				t.pollOnce(ctx, i)
+			}
 		}()
 	}
 	first.Wait()
@@ -241,6 +250,9 @@ func (t *tracker) start(ctx context.Context) {
 		}()
 	}
 }
+
+// lagUnknown reports whether node i's lag is unknown in the last snapshot.
+func (t *tracker) lagUnknown(i int) bool { return t.r.snap.Load().nodes[i].LagUnknown }
 
 // kick asks for node i to be polled now, without waiting: a request saw
 // one of its connections fail, and whether the node itself is gone is
@@ -378,9 +390,9 @@ func (t *tracker) publish(now time.Time) {
 	primary := &snap.nodes[0]
 	snap.primaryDown = !primary.Up || primary.InRecovery
 	if !primary.Up {
-		primary.Excluded = Down
+		primary.Status = Down
 	} else if primary.InRecovery {
-		primary.Excluded = NotReplica
+		primary.Status = NotReplica
 	}
 	// The reference position: the primary's, or with the primary gone the
 	// freshest replica's, so the replicas are never all excluded.
@@ -397,10 +409,10 @@ func (t *tracker) publish(now time.Time) {
 		n := &snap.nodes[i]
 		switch {
 		case !n.Up:
-			n.Excluded = Down
+			n.Status = Down
 			continue
 		case !n.InRecovery:
-			n.Excluded = NotReplica
+			n.Status = NotReplica
 			continue
 		}
 		if ref > n.Position {
@@ -414,7 +426,7 @@ func (t *tracker) publish(now time.Time) {
 			n.Lag = now.Sub(t.lastSeen) // at least as long as the primary has been gone
 		}
 		if n.LagBytes > t.maxBytes || n.Lag > t.maxLag || n.LagUnknown {
-			n.Excluded = Lagging
+			n.Status = Lagging
 		}
 	}
 	t.r.snap.Store(snap)

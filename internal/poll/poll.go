@@ -32,7 +32,7 @@ func Until(ctx context.Context, timeout, interval time.Duration, what string, co
 		select {
 		case <-ctx.Done():
 			if last != nil {
-				return fmt.Errorf("waiting for %s: %w (last: %v)", what, ctx.Err(), last)
+				return fmt.Errorf("waiting for %s: %w (last: %w)", what, ctx.Err(), last)
 			}
 			if timeout > 0 && ctx.Err() == context.DeadlineExceeded {
 				return fmt.Errorf("timed out after %s waiting for %s", timeout, what)

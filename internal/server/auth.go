@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -17,8 +18,12 @@ import (
 var usernameRE = regexp.MustCompile(`^[a-z0-9_]{3,32}$`)
 
 // dummyHash is compared against when a username does not exist, so a
-// sign-in takes as long whether or not the account exists.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("quest-dummy-password"), bcrypt.DefaultCost)
+// sign-in takes as long whether or not the account exists. It is made on
+// first use: every subcommand links this package, few sign anyone in.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("quest-dummy-password"), bcrypt.DefaultCost)
+	return h
+})
 
 // HashPassword hashes a password for storage.
 func HashPassword(password string) (string, error) {
@@ -98,7 +103,7 @@ func (s *Server) handleLoginPost(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, r, err)
 		return
 	}
-	hash := dummyHash
+	hash := dummyHash()
 	if err == nil {
 		hash = []byte(u.PasswordHash)
 	}

@@ -12,9 +12,26 @@ import (
 // errRateLimited is returned when too many sign-in attempts came in.
 var errRateLimited = errors.New("rate limited")
 
+// problemError is a failure a handler found itself (a bad page number, a
+// thread that does not exist), with the status and words the user gets.
+type problemError struct {
+	status int
+	msg    string
+}
+
+func (e *problemError) Error() string { return e.msg }
+
+// problem returns an error that statusOf answers with status and msg.
+func problem(status int, msg string) error { return &problemError{status, msg} }
+
 // statusOf maps an error to the status and message a user sees. It is the
-// one place that decides; everything else calls serverError.
+// one place that decides: handlers pass every failure, their own as a
+// problem, to serverError.
 func statusOf(err error) (int, string) {
+	var p *problemError
+	if errors.As(err, &p) {
+		return p.status, p.msg
+	}
 	switch {
 	case errors.Is(err, dbrouter.ErrUnavailable):
 		return http.StatusServiceUnavailable, "Quest cannot reach its database right now. Nothing you saved is lost; this page will work again by itself once the database is back — reload it in a moment."

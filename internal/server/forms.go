@@ -43,7 +43,7 @@ func parseForm(r *http.Request) (*form, error) {
 		if errors.As(err, &mbe) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: %v", errBadForm, err)
+		return nil, fmt.Errorf("%w: %w", errBadForm, err)
 	}
 	for _, vs := range r.PostForm {
 		for _, v := range vs {

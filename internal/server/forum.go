@@ -20,7 +20,7 @@ type forumPage struct {
 func (s *Server) handleForum(w http.ResponseWriter, r *http.Request) {
 	page, ok := pageParam(r)
 	if !ok {
-		s.renderError(w, r, http.StatusBadRequest, "That is not a page number.")
+		s.serverError(w, r, problem(http.StatusBadRequest, "That is not a page number."))
 		return
 	}
 	s.renderForum(w, r, http.StatusOK, page, newForm())
@@ -47,12 +47,12 @@ type threadPage struct {
 func (s *Server) handleThread(w http.ResponseWriter, r *http.Request) {
 	id, ok := parseID(chi.URLParam(r, "id"))
 	if !ok {
-		s.renderError(w, r, http.StatusNotFound, "There is no such thread.")
+		s.serverError(w, r, problem(http.StatusNotFound, "There is no such thread."))
 		return
 	}
 	page, ok := pageParam(r)
 	if !ok {
-		s.renderError(w, r, http.StatusBadRequest, "That is not a page number.")
+		s.serverError(w, r, problem(http.StatusBadRequest, "That is not a page number."))
 		return
 	}
 	s.renderThread(w, r, http.StatusOK, id, page, newForm())
@@ -93,7 +93,7 @@ func (s *Server) handleThreadCreate(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleCommentCreate(w http.ResponseWriter, r *http.Request) {
 	id, ok := parseID(chi.URLParam(r, "id"))
 	if !ok {
-		s.renderError(w, r, http.StatusNotFound, "There is no such thread.")
+		s.serverError(w, r, problem(http.StatusNotFound, "There is no such thread."))
 		return
 	}
 	f, err := parseForm(r)

@@ -96,7 +96,7 @@ type nodeState struct {
 	Position   string  `json:"position"`
 	LagBytes   int64   `json:"lag_bytes"`
 	LagSeconds float64 `json:"lag_seconds"`
-	Excluded   string  `json:"router"`
+	Router     string  `json:"router"` // the router's verdict: usable, down, lagging, …
 	Reads      int64   `json:"reads"`
 }
 
@@ -122,7 +122,7 @@ func (s *Server) labState() labState {
 			pos = dbrouter.FormatLSN(h.Position)
 		}
 		st.Nodes = append(st.Nodes, nodeState{Name: h.Name, Role: role, Up: h.Up, Paused: h.Paused, Position: pos,
-			LagBytes: h.LagBytes, LagSeconds: h.Lag.Seconds(), Excluded: h.Excluded.String(), Reads: reads[h.Name]})
+			LagBytes: h.LagBytes, LagSeconds: h.Lag.Seconds(), Router: h.Status.String(), Reads: reads[h.Name]})
 	}
 	return st
 }
@@ -155,7 +155,7 @@ func (s *Server) handleLabState(w http.ResponseWriter, r *http.Request) {
 func (s *Server) requireAdmin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u := currentUser(r); u == nil || !u.IsAdmin {
-			s.renderError(w, r, http.StatusForbidden, "Only an admin can change the lab's settings. Everyone can watch.")
+			s.serverError(w, r, problem(http.StatusForbidden, "Only an admin can change the lab's settings. Everyone can watch."))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -170,7 +170,7 @@ func (s *Server) handleLabStrategy(w http.ResponseWriter, r *http.Request) {
 	}
 	strategy, err := dbrouter.ParseStrategy(f.Get("strategy"))
 	if err != nil {
-		s.renderError(w, r, http.StatusBadRequest, err.Error())
+		s.serverError(w, r, problem(http.StatusBadRequest, err.Error()))
 		return
 	}
 	s.router.SetStrategy(strategy)
@@ -184,7 +184,7 @@ const maxLabDelay = 10 * time.Second
 
 func (s *Server) handleLabLever(w http.ResponseWriter, r *http.Request) {
 	if s.levers == nil {
-		s.renderError(w, r, http.StatusNotFound, "This app instance does not manage a local cluster, so it has no levers.")
+		s.serverError(w, r, problem(http.StatusNotFound, "This app instance does not manage a local cluster, so it has no levers."))
 		return
 	}
 	node, action := chi.URLParam(r, "node"), chi.URLParam(r, "action")
@@ -193,7 +193,7 @@ func (s *Server) handleLabLever(w http.ResponseWriter, r *http.Request) {
 		known = known || n.Name == node
 	}
 	if !known {
-		s.renderError(w, r, http.StatusNotFound, "There is no replica named "+strconv.Quote(node)+".")
+		s.serverError(w, r, problem(http.StatusNotFound, "There is no replica named "+strconv.Quote(node)+"."))
 		return
 	}
 	f, err := parseForm(r)
@@ -211,7 +211,7 @@ func (s *Server) handleLabLever(w http.ResponseWriter, r *http.Request) {
 	case "delay":
 		ms, convErr := strconv.Atoi(f.Get("delay_ms"))
 		if convErr != nil || ms < 0 || time.Duration(ms)*time.Millisecond > maxLabDelay {
-			s.renderError(w, r, http.StatusBadRequest, "The apply delay is a number of milliseconds from 0 to 10000.")
+			s.serverError(w, r, problem(http.StatusBadRequest, "The apply delay is a number of milliseconds from 0 to 10000."))
 			return
 		}
 		err, msg = s.levers.SetDelay(ctx, node, time.Duration(ms)*time.Millisecond), fmt.Sprintf("%s now applies WAL %d ms after commit.", node, ms)
@@ -220,12 +220,12 @@ func (s *Server) handleLabLever(w http.ResponseWriter, r *http.Request) {
 	case "start":
 		err, msg = s.levers.Start(ctx, node), node+" started."
 	default:
-		s.renderError(w, r, http.StatusNotFound, "Unknown lever "+strconv.Quote(action)+".")
+		s.serverError(w, r, problem(http.StatusNotFound, "Unknown lever "+strconv.Quote(action)+"."))
 		return
 	}
 	if err != nil {
 		s.log.WarnContext(ctx, "lever failed", "node", node, "action", action, "err", err)
-		s.renderError(w, r, http.StatusConflict, "That did not work: "+err.Error())
+		s.serverError(w, r, problem(http.StatusConflict, "That did not work: "+err.Error()))
 		return
 	}
 	s.log.InfoContext(ctx, "lever pulled", "node", node, "action", action, "by", currentUser(r).Username)

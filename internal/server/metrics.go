@@ -95,7 +95,7 @@ func (c *routerCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descLagSeconds, prometheus.GaugeValue, h.Lag.Seconds(), h.Name)
 		}
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, b2f(h.Up), h.Name)
-		ch <- prometheus.MustNewConstMetric(descUsable, prometheus.GaugeValue, b2f(h.Excluded == dbrouter.Usable), h.Name)
+		ch <- prometheus.MustNewConstMetric(descUsable, prometheus.GaugeValue, b2f(h.Status == dbrouter.Usable), h.Name)
 	}
 	cs := r.CausalStats()
 	for outcome, n := range map[string]int64{"fresh": cs.Fresh, "waited": cs.Waited, "primary": cs.OnPrimary, "stale": cs.Stale} {

@@ -60,7 +60,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 					panic(v)
 				}
 				s.log.ErrorContext(r.Context(), "panic", slog.Any("value", v), slog.String("path", r.URL.Path))
-				s.renderError(w, r, http.StatusInternalServerError, "Something went wrong on our side.")
+				s.serverError(w, r, problem(http.StatusInternalServerError, "Something went wrong on our side."))
 			}
 		}()
 		next.ServeHTTP(w, r)
@@ -128,6 +128,6 @@ func (s *Server) requireLogin(next http.Handler) http.Handler {
 			http.Redirect(w, r, "/login?next="+url.QueryEscape(safeNext(r.URL.RequestURI())), http.StatusSeeOther) // #nosec G710 -- a path on this site
 			return
 		}
-		s.renderError(w, r, http.StatusUnauthorized, "Please sign in first.")
+		s.serverError(w, r, problem(http.StatusUnauthorized, "Please sign in first."))
 	})
 }

@@ -76,7 +76,7 @@ func TestHealthzFloodChangesNoWrite(t *testing.T) {
 			refused++
 		}
 		for _, h := range a.router.Health() {
-			if h.Name == "primary" && h.Excluded != dbrouter.Usable {
+			if h.Name == "primary" && h.Status != dbrouter.Usable {
 				primaryDown = true
 			}
 		}

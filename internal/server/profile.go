@@ -62,7 +62,7 @@ func (s *Server) handleProfilePost(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleUser(w http.ResponseWriter, r *http.Request) {
 	id, ok := parseID(chi.URLParam(r, "id"))
 	if !ok {
-		s.renderError(w, r, http.StatusNotFound, "There is no such user.")
+		s.serverError(w, r, problem(http.StatusNotFound, "There is no such user."))
 		return
 	}
 	u, err := s.store.User(r.Context(), dbrouter.Shared, id)

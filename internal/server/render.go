@@ -111,8 +111,3 @@ type errorPage struct {
 	Message string
 	Outage  bool
 }
-
-// renderError shows an error page with a status.
-func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	s.render(w, r, status, "error.html", errorPage{Status: status, Title: http.StatusText(status), Message: msg})
-}

@@ -63,10 +63,10 @@ func (s *Server) routes() http.Handler {
 		})
 
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-			s.renderError(w, r, http.StatusNotFound, "There is no page here.")
+			s.serverError(w, r, problem(http.StatusNotFound, "There is no page here."))
 		})
 		r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-			s.renderError(w, r, http.StatusMethodNotAllowed, "That method is not allowed here.")
+			s.serverError(w, r, problem(http.StatusMethodNotAllowed, "That method is not allowed here."))
 		})
 	})
 	return r

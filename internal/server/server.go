@@ -104,7 +104,7 @@ func New(cfg Config) (*Server, error) {
 	s.sessions = sm
 	s.crossOrigin = http.NewCrossOriginProtection()
 	s.crossOrigin.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.renderError(w, r, http.StatusForbidden, "That form was sent from another site, so Quest refused it.")
+		s.serverError(w, r, problem(http.StatusForbidden, "That form was sent from another site, so Quest refused it."))
 	}))
 	s.handler = s.routes()
 

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -95,6 +96,18 @@ func (c *client) do(req *http.Request) response {
 func (c *client) get(path string) response {
 	req, _ := http.NewRequest(http.MethodGet, c.base+path, nil)
 	return c.do(req)
+}
+
+// tryPost posts a form and returns the status, or the transport error: for
+// goroutines other than the test's, where t.Fatal must not be called.
+func (c *client) tryPost(path string, form url.Values) (int, error) {
+	resp, err := c.http.PostForm(c.base+path, form)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 func (c *client) post(path string, form url.Values, headers ...string) response {
@@ -361,6 +374,30 @@ func TestTamperedCookiesMeanAnEmptyState(t *testing.T) {
 		t.Fatalf("a forged session cookie was accepted: %d", r.status)
 	}
 	want(t, c.get("/catalog"), http.StatusOK)
+	// The forged consistency cookie was replaced by an empty state: a new
+	// anonymous identity (bit 62) and no last write — the user's sign-up
+	// had set both. (The page's own reads may have set a token since.)
+	var st dbrouter.State
+	found := false
+	for _, ck := range c.http.Jar.Cookies(u) {
+		if ck.Name != "quest_consistency" {
+			continue
+		}
+		b, err := base64.RawURLEncoding.DecodeString(ck.Value)
+		if err != nil || len(b) < 16 {
+			t.Fatalf("consistency cookie %q is not what the server writes", ck.Value)
+		}
+		if st, err = dbrouter.DecodeState(b[:len(b)-16]); err != nil {
+			t.Fatalf("consistency cookie after the forgery: %v", err)
+		}
+		found = true
+	}
+	if !found {
+		t.Fatal("the forged consistency cookie was not replaced")
+	}
+	if st.Session&(1<<62) == 0 || !st.LastWrite.IsZero() {
+		t.Fatalf("state after a forged cookie: %+v; want a new anonymous identity and no last write", st)
+	}
 }
 
 func TestLoginRateLimit(t *testing.T) {
@@ -572,18 +609,26 @@ func TestLoginRateLimitHoldsUnderABurst(t *testing.T) {
 	name := c.signup()
 	var mu sync.Mutex
 	statuses := map[int]int{}
+	var errs []error
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := a.client(t).post("/login", url.Values{"username": {name}, "password": {"a wrong guess"}})
+			// Not c.post: t.Fatal must not run on this goroutine.
+			status, err := a.client(t).tryPost("/login", url.Values{"username": {name}, "password": {"a wrong guess"}})
 			mu.Lock()
-			statuses[r.status]++
+			if err != nil {
+				errs = append(errs, err)
+			}
+			statuses[status]++
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("%d sign-ins failed to get an answer; first: %v", len(errs), errs[0])
+	}
 	if statuses[http.StatusUnauthorized] > 5 || statuses[http.StatusTooManyRequests] < 15 || len(statuses) > 2 {
 		t.Fatalf("a burst of 20 wrong passwords: %v; want at most 5 tried, the rest 429", statuses)
 	}

@@ -54,7 +54,7 @@ func (s *Server) handleWishlistAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	itemID, ok := parseID(f.Get("item_id"))
 	if !ok {
-		s.renderError(w, r, http.StatusBadRequest, "Choose a lightsaber from the catalog.")
+		s.serverError(w, r, problem(http.StatusBadRequest, "Choose a lightsaber from the catalog."))
 		return
 	}
 	if err := s.store.AddToWishlist(r.Context(), currentUser(r).ID, itemID); err != nil {
@@ -70,7 +70,7 @@ func (s *Server) handleWishlistAdd(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleWishlistDelete(w http.ResponseWriter, r *http.Request) {
 	entryID, ok := parseID(chi.URLParam(r, "id"))
 	if !ok {
-		s.renderError(w, r, http.StatusNotFound, "There is no such wishlist entry.")
+		s.serverError(w, r, problem(http.StatusNotFound, "There is no such wishlist entry."))
 		return
 	}
 	if err := s.store.RemoveWishlistEntry(r.Context(), currentUser(r).ID, entryID); err != nil {

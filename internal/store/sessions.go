@@ -37,26 +37,26 @@ func (ss *SessionStore) FindCtx(ctx context.Context, token string) ([]byte, bool
 			return err
 		})
 	})
-	return data, found, err
+	return data, found, wrap("find session", err)
 }
 
 // CommitCtx stores a session.
 func (ss *SessionStore) CommitCtx(ctx context.Context, token string, b []byte, expiry time.Time) error {
-	_, err := ss.r.Write(ctx, func(tx pgx.Tx) error {
+	err := ss.r.Write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO sessions (token, data, expiry) VALUES ($1, $2, $3)
 			ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry`, token, b, expiry)
 		return err
 	})
-	return err
+	return wrap("save session", err)
 }
 
 // DeleteCtx removes a session.
 func (ss *SessionStore) DeleteCtx(ctx context.Context, token string) error {
-	_, err := ss.r.Write(ctx, func(tx pgx.Tx) error {
+	err := ss.r.Write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `DELETE FROM sessions WHERE token = $1`, token)
 		return err
 	})
-	return err
+	return wrap("delete session", err)
 }
 
 // Find is FindCtx without a request context (scs.Store).

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -74,9 +75,18 @@ type Store struct {
 // New returns a Store over the router.
 func New(r *dbrouter.Router) *Store { return &Store{r: r} }
 
+// wrap names the operation an error comes from, keeping the error for
+// errors.Is and errors.As (dbrouter.ErrReadOnly, ErrNotFound, …).
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("store: %s: %w", op, err)
+}
+
 // write runs fn in a transaction on the primary.
 func (s *Store) write(ctx context.Context, fn func(pgx.Tx) error) error {
-	_, err := s.r.Write(ctx, fn)
+	err := s.r.Write(ctx, fn)
 	return err
 }
 
@@ -101,18 +111,18 @@ func (s *Store) CreateUser(ctx context.Context, username, displayName, passwordH
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		return User{}, ErrUsernameTaken
 	}
-	return u, err
+	return u, wrap("create user", err)
 }
 
 // SetPassword replaces a user's password hash.
 func (s *Store) SetPassword(ctx context.Context, username, passwordHash string) error {
-	return s.write(ctx, func(tx pgx.Tx) error {
+	return wrap("set password", s.write(ctx, func(tx pgx.Tx) error {
 		ct, err := tx.Exec(ctx, `UPDATE users SET password_hash = $2 WHERE username = $1`, username, passwordHash)
 		if err == nil && ct.RowsAffected() == 0 {
 			return ErrNotFound
 		}
 		return err
-	})
+	}))
 }
 
 // UserByUsername looks a user up for signing in, on the primary whatever
@@ -130,7 +140,7 @@ func (s *Store) UserByUsername(ctx context.Context, username string) (User, erro
 			return scanUser(row, &u)
 		})
 	})
-	return u, err
+	return u, wrap("user by name", err)
 }
 
 // User returns a user; intent says whether it is the signed-in user's own
@@ -143,18 +153,18 @@ func (s *Store) User(ctx context.Context, intent dbrouter.Intent, id int64) (Use
 			return scanUser(row, &u)
 		})
 	})
-	return u, err
+	return u, wrap("user", err)
 }
 
 // UpdateProfile changes a user's display name and bio.
 func (s *Store) UpdateProfile(ctx context.Context, id int64, displayName, bio string) error {
-	return s.write(ctx, func(tx pgx.Tx) error {
+	return wrap("update profile", s.write(ctx, func(tx pgx.Tx) error {
 		ct, err := tx.Exec(ctx, `UPDATE users SET display_name = $2, bio = $3 WHERE id = $1`, id, displayName, bio)
 		if err == nil && ct.RowsAffected() == 0 {
 			return ErrNotFound
 		}
 		return err
-	})
+	}))
 }
 
 const itemColumns = `i.id, i.name, i.wielder, i.color, i.description`
@@ -179,7 +189,7 @@ func (s *Store) Catalog(ctx context.Context) ([]Item, error) {
 			return rows.Err()
 		})
 	})
-	return items, err
+	return items, wrap("catalog", err)
 }
 
 // Wishlist returns a user's wishlist, one line per item with its count.
@@ -202,7 +212,7 @@ func (s *Store) Wishlist(ctx context.Context, intent dbrouter.Intent, userID int
 			return rows.Err()
 		})
 	})
-	return lines, err
+	return lines, wrap("wishlist", err)
 }
 
 // AddToWishlist adds an item to a user's wishlist (again, if it is there).
@@ -215,19 +225,19 @@ func (s *Store) AddToWishlist(ctx context.Context, userID, itemID int64) error {
 	if errors.As(err, &pgErr) && pgErr.Code == "23503" { // no such item
 		return ErrNotFound
 	}
-	return err
+	return wrap("add to wishlist", err)
 }
 
 // RemoveWishlistEntry deletes one of the user's own entries. An entry of
 // another user is "not found": nobody can touch another's wishlist.
 func (s *Store) RemoveWishlistEntry(ctx context.Context, userID, entryID int64) error {
-	return s.write(ctx, func(tx pgx.Tx) error {
+	return wrap("remove wishlist entry", s.write(ctx, func(tx pgx.Tx) error {
 		ct, err := tx.Exec(ctx, `DELETE FROM wishlist_entries WHERE id = $1 AND user_id = $2`, entryID, userID)
 		if err == nil && ct.RowsAffected() == 0 {
 			return ErrNotFound
 		}
 		return err
-	})
+	}))
 }
 
 // Page sizes.
@@ -259,7 +269,7 @@ func (s *Store) Threads(ctx context.Context, page int) ([]Thread, int, error) {
 		})
 		b.Queue(`SELECT count(*) FROM threads`).QueryRow(func(row pgx.Row) error { return row.Scan(&total) })
 	})
-	return threads, pages(total, ThreadsPerPage), err
+	return threads, pages(total, ThreadsPerPage), wrap("threads", err)
 }
 
 // Thread returns a thread with a page (1-based) of its comments, oldest
@@ -293,7 +303,7 @@ func (s *Store) Thread(ctx context.Context, id int64, page int) (Thread, []Comme
 		})
 	})
 	if err != nil {
-		return Thread{}, nil, 0, err
+		return Thread{}, nil, 0, wrap("thread", err)
 	}
 	return t, comments, pages(t.Comments, CommentsPerPage), nil
 }
@@ -308,7 +318,7 @@ func (s *Store) CreateThread(ctx context.Context, authorID int64, title, body st
 		_, err := tx.Exec(ctx, `INSERT INTO comments (thread_id, author_id, body) VALUES ($1, $2, $3)`, id, authorID, body)
 		return err
 	})
-	return id, err
+	return id, wrap("create thread", err)
 }
 
 // AddComment appends a comment to a thread and returns the page it is on.
@@ -329,7 +339,7 @@ func (s *Store) AddComment(ctx context.Context, threadID, authorID int64, body s
 		page = pages(n, CommentsPerPage)
 		return nil
 	})
-	return page, err
+	return page, wrap("add comment", err)
 }
 
 func pages(n, per int) int {
@@ -347,5 +357,5 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context) (int64, error) {
 		n = ct.RowsAffected()
 		return err
 	})
-	return n, err
+	return n, wrap("delete expired sessions", err)
 }

@@ -1,6 +1,7 @@
 // Package testcluster gives each test package one real, throwaway
 // PostgreSQL cluster — a leader and two streaming followers on free ports,
-// migrated — started in TestMain and stopped after the package's tests.
+// migrated — started by the first test that needs it and stopped after
+// the package's tests.
 //
 // Clusters live under .quest/test at the repository root, so `make test`
 // can sweep any that a killed test run left behind. Outside CI a machine
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,44 +27,47 @@ import (
 )
 
 var (
+	once     sync.Once
 	shared   *cluster.Cluster
 	startErr error
+	inMain   bool
 )
 
-// Main starts the package's cluster, runs its tests and stops the cluster.
-// Use it as: func TestMain(m *testing.M) { os.Exit(testcluster.Main(m)) }.
+// Main runs the package's tests and stops the package's cluster, if a test
+// started one. Use it as: func TestMain(m *testing.M) { os.Exit(testcluster.Main(m)) }.
+// The cluster starts lazily, in the first Get: `go test -run TestParseLSN`
+// boots no server.
 func Main(m *testing.M) int {
-	ctx := context.Background()
-	c, err := Start(ctx, "pkg", 2)
-	if err != nil {
-		if InCI() {
-			fmt.Fprintf(os.Stderr, "testcluster: cannot start PostgreSQL (CI=true, so this fails): %v\n", err)
-			return 1
-		}
-		startErr = err
-		return m.Run()
-	}
-	// Tests begin with every follower holding the schema: a session
-	// without a token may read from any of them.
-	if err := migrate(ctx, c); err != nil {
-		fmt.Fprintf(os.Stderr, "testcluster: migrate: %v\n", err)
-		c.Down(ctx, true)
-		return 1
-	}
-	if err := c.WaitCaughtUp(ctx, time.Minute); err != nil {
-		fmt.Fprintf(os.Stderr, "testcluster: followers did not replay the migrations: %v\n", err)
-		c.Down(ctx, true)
-		return 1
-	}
-	shared = c
+	inMain = true
 	code := m.Run()
-	if err := c.Down(ctx, true); err != nil {
-		fmt.Fprintf(os.Stderr, "testcluster: stop: %v\n", err)
-		if code == 0 {
-			code = 1
+	if shared != nil {
+		if err := shared.Down(context.Background(), true); err != nil {
+			fmt.Fprintf(os.Stderr, "testcluster: stop: %v\n", err)
+			if code == 0 {
+				code = 1
+			}
 		}
 	}
 	return code
+}
+
+// start brings up the package's cluster, migrated, with every follower
+// holding the schema: a session without a token may read from any of them.
+func start() (*cluster.Cluster, error) {
+	ctx := context.Background()
+	c, err := Start(ctx, "pkg", 2)
+	if err != nil {
+		return nil, fmt.Errorf("cannot start PostgreSQL: %w", err)
+	}
+	if err := migrate(ctx, c); err != nil {
+		c.Down(ctx, true)
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	if err := c.WaitCaughtUp(ctx, time.Minute); err != nil {
+		c.Down(ctx, true)
+		return nil, fmt.Errorf("followers did not replay the migrations: %w", err)
+	}
+	return c, nil
 }
 
 // migrate applies Quest's migrations on the leader, as `quest migrate up` does.
@@ -75,18 +80,30 @@ func migrate(ctx context.Context, c *cluster.Cluster) error {
 	return store.Migrate(ctx, pool, "up", io.Discard)
 }
 
-// Get returns the package's cluster. Without one it skips the test, or
-// fails it under CI.
+// Get returns the package's cluster, starting it on first use. Without
+// PostgreSQL it skips the test, or fails it under CI (CI=true).
 func Get(t testing.TB) *cluster.Cluster {
 	t.Helper()
-	if shared != nil {
-		return shared
-	}
-	if startErr == nil {
+	if !inMain {
 		t.Fatal("testcluster.Get called without testcluster.Main in TestMain")
 	}
-	t.Skipf("no PostgreSQL cluster: %v", startErr)
-	return nil
+	once.Do(func() { shared, startErr = start() })
+	if startErr != nil {
+		if InCI() {
+			t.Fatalf("testcluster: %v (CI=true, so this fails)", startErr)
+		}
+		t.Skipf("no PostgreSQL cluster: %v", startErr)
+	}
+	return shared
+}
+
+// Long skips a long-running test (a lab, fault or pgpool-II run) under
+// go test -short.
+func Long(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("a long run: skipped under -short")
+	}
 }
 
 // InCI reports whether the tests run under CI, where nothing may skip.
