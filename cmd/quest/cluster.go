@@ -43,7 +43,9 @@ func (e environment) cluster(ctx context.Context, args []string) error {
 	}
 	action := args[0]
 	fs := e.newFlags("cluster "+action, "cluster "+action+" [flags]")
-	dir := fs.String("dir", e.defaultStateDir(), "state directory")
+	var cfg config
+	e.addFlags(fs, &cfg, dirFlag)
+	dir := &cfg.StateDir
 	replicas := fs.Int("replicas", 2, "number of followers (up)")
 	port := fs.Int("port", cluster.DefaultPort, "leader's port, followers on the next ones; 0 picks free ports (up)")
 	user := fs.String("user", "", "OS user for the servers when run as root (up; default postgres, else one is created)")

@@ -4,39 +4,114 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"quest/internal/cluster"
+	"quest/internal/dbrouter"
 )
 
-// config is everything serve and migrate read from flags and the
-// environment, resolved in one place. Flags win over the environment, which
-// wins over the local cluster's defaults.
+// config is everything the subcommands read from flags and the
+// environment, declared and resolved here and nowhere else. A subcommand
+// registers the groups of flags it takes (addFlags), parses, and calls
+// resolve. Flags win over the environment, which wins over the local
+// cluster's defaults.
 type config struct {
-	DatabaseURL string   // the primary
-	ReplicaURLs []string // the followers, in order
-	FromCluster string   // the local cluster's state dir, when the URLs came from it
-	StateDir    string
+	StateDir string // the local cluster's state directory (--dir, $QUEST_DIR)
+
+	// The database: the primary and its replicas (--database-url,
+	// --replica-urls, $DATABASE_URL, $REPLICA_URLS), else the local
+	// cluster's nodes.
+	DatabaseURL string
+	ReplicaURLs []string
+	FromCluster string // the local cluster's state dir, when the URLs came from it
+
+	// serve.
+	Addr         string
+	Strategy     dbrouter.Strategy
+	TimedDelay   time.Duration
+	PollInterval time.Duration
+	MaxLag       time.Duration
+	MaxLagMB     int64
+	LoginLimit   int
+	Secure       bool
+
+	groups                              flagGroup
+	flagURL, flagReplicas, strategyName string
 }
 
-func (e environment) databaseConfig(flagURL, flagReplicas, dir string) (config, error) {
-	cfg := config{StateDir: dir}
-	cfg.DatabaseURL = firstNonEmpty(flagURL, e.getenv("DATABASE_URL"))
-	replicas := firstNonEmpty(flagReplicas, e.getenv("REPLICA_URLS"))
+// flagGroup names a group of flags a subcommand takes.
+type flagGroup uint8
+
+const (
+	dirFlag      flagGroup = 1 << iota // --dir
+	databaseFlag                       // --database-url
+	replicasFlag                       // --replica-urls
+	serveFlags                         // --addr, --strategy and the router's and server's tuning
+)
+
+// addFlags registers the groups' flags on fs, with their defaults from the
+// environment.
+func (e environment) addFlags(fs *flag.FlagSet, cfg *config, groups flagGroup) {
+	cfg.groups = groups
+	if groups&dirFlag != 0 {
+		fs.StringVar(&cfg.StateDir, "dir", e.defaultStateDir(), "local cluster state directory ($QUEST_DIR)")
+	}
+	if groups&databaseFlag != 0 {
+		fs.StringVar(&cfg.flagURL, "database-url", "", "the primary's URL (default $DATABASE_URL, else the local cluster's leader)")
+	}
+	if groups&replicasFlag != 0 {
+		fs.StringVar(&cfg.flagReplicas, "replica-urls", "", "comma-separated replica URLs (default $REPLICA_URLS, else the local cluster's followers)")
+	}
+	if groups&serveFlags != 0 {
+		fs.StringVar(&cfg.Addr, "addr", firstNonEmpty(e.getenv("QUEST_ADDR"), ":8080"), "address to listen on ($QUEST_ADDR)")
+		fs.StringVar(&cfg.strategyName, "strategy", firstNonEmpty(e.getenv("QUEST_STRATEGY"), "causal"),
+			"read routing strategy at start: primary, random, pin-own, sticky, timed or causal ($QUEST_STRATEGY)")
+		fs.DurationVar(&cfg.TimedDelay, "timed-delay", 2*time.Second, "timed: how long after a write a session reads from the primary")
+		fs.DurationVar(&cfg.PollInterval, "poll-interval", 100*time.Millisecond, "how often the lag tracker polls each node")
+		fs.DurationVar(&cfg.MaxLag, "max-lag", 30*time.Second, "a replica further behind than this gets no reads")
+		fs.Int64Var(&cfg.MaxLagMB, "max-lag-mb", 64, "a replica further behind than this many MB gets no reads")
+		fs.IntVar(&cfg.LoginLimit, "login-limit", 30, "sign-in attempts per minute from one address")
+		fs.BoolVar(&cfg.Secure, "secure-cookies", e.getenv("QUEST_SECURE_COOKIES") == "true", "mark cookies Secure (behind TLS; $QUEST_SECURE_COOKIES=true)")
+	}
+}
+
+// resolve checks the parsed flags and fills in what comes from the
+// environment and the local cluster.
+func (e environment) resolve(cfg *config) error {
+	if cfg.groups&serveFlags != 0 {
+		s, err := dbrouter.ParseStrategy(cfg.strategyName)
+		if err != nil {
+			return err
+		}
+		cfg.Strategy = s
+		if cfg.TimedDelay <= 0 || cfg.PollInterval <= 0 || cfg.MaxLag <= 0 || cfg.MaxLagMB <= 0 || cfg.LoginLimit <= 0 {
+			return fmt.Errorf("--timed-delay, --poll-interval, --max-lag, --max-lag-mb and --login-limit must be positive")
+		}
+	}
+	if cfg.groups&databaseFlag == 0 {
+		return nil
+	}
+	cfg.DatabaseURL = firstNonEmpty(cfg.flagURL, e.getenv("DATABASE_URL"))
+	replicas := ""
+	if cfg.groups&replicasFlag != 0 {
+		replicas = firstNonEmpty(cfg.flagReplicas, e.getenv("REPLICA_URLS"))
+	}
 	if cfg.DatabaseURL == "" {
-		c, err := cluster.Open(dir)
+		c, err := cluster.Open(cfg.StateDir)
 		if err != nil {
 			if errors.Is(err, cluster.ErrNotCluster) {
-				return cfg, fmt.Errorf("no database: set DATABASE_URL (and REPLICA_URLS), or start the local cluster with: quest cluster up")
+				return fmt.Errorf("no database: set DATABASE_URL (and REPLICA_URLS), or start the local cluster with: quest cluster up")
 			}
-			return cfg, err
+			return err
 		}
 		cfg.DatabaseURL = c.PrimaryURL()
 		cfg.FromCluster = c.Dir()
-		if replicas == "" {
+		if replicas == "" && cfg.groups&replicasFlag != 0 {
 			cfg.ReplicaURLs = c.ReplicaURLs()
 		}
 	}
@@ -45,7 +120,7 @@ func (e environment) databaseConfig(flagURL, flagReplicas, dir string) (config, 
 			cfg.ReplicaURLs = append(cfg.ReplicaURLs, u)
 		}
 	}
-	return cfg, nil
+	return nil
 }
 
 func firstNonEmpty(vals ...string) string {

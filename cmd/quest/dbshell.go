@@ -15,7 +15,8 @@ import (
 func (e environment) dbshell(ctx context.Context, args []string) error {
 	fs := e.newFlags("dbshell", "dbshell --database NODE [--dir D] [-- psql arguments]")
 	node := fs.String("database", "primary", "the node: primary (or leader), replica1, replica2, …")
-	dir := fs.String("dir", e.defaultStateDir(), "local cluster state directory")
+	var cfg config
+	e.addFlags(fs, &cfg, dirFlag|databaseFlag|replicasFlag)
 	var extra []string
 	for i, a := range args {
 		if a == "--" {
@@ -30,8 +31,7 @@ func (e environment) dbshell(ctx context.Context, args []string) error {
 	if len(pos) != 0 {
 		return fmt.Errorf("dbshell takes no arguments, got %q (pass psql's after --)", pos)
 	}
-	cfg, err := e.databaseConfig("", "", *dir)
-	if err != nil {
+	if err := e.resolve(&cfg); err != nil {
 		return err
 	}
 	url, err := nodeURL(cfg, *node)

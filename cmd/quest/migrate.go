@@ -11,8 +11,8 @@ import (
 
 func (e environment) migrate(ctx context.Context, args []string) error {
 	fs := e.newFlags("migrate", "migrate up|status [--database-url URL] [--dir D]")
-	dbURL := fs.String("database-url", "", "the primary's URL (default $DATABASE_URL, else the local cluster's leader)")
-	dir := fs.String("dir", e.defaultStateDir(), "local cluster state directory, used when no URL is given")
+	var cfg config
+	e.addFlags(fs, &cfg, dirFlag|databaseFlag)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -20,8 +20,7 @@ func (e environment) migrate(ctx context.Context, args []string) error {
 	if len(pos) != 1 || (pos[0] != "up" && pos[0] != "status") {
 		return fmt.Errorf("usage: quest migrate up|status")
 	}
-	cfg, err := e.databaseConfig(*dbURL, "", *dir)
-	if err != nil {
+	if err := e.resolve(&cfg); err != nil {
 		return err
 	}
 	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)

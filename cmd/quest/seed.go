@@ -25,8 +25,8 @@ var demoUsers = []struct{ username, display string }{
 
 func (e environment) seed(ctx context.Context, args []string) error {
 	fs := e.newFlags("seed", "seed [--database-url URL] [--dir D]")
-	dbURL := fs.String("database-url", "", "the primary's URL (default $DATABASE_URL, else the local cluster's leader)")
-	dir := fs.String("dir", e.defaultStateDir(), "state directory; the admin password is kept in it")
+	var cfg config
+	e.addFlags(fs, &cfg, dirFlag|databaseFlag)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -34,8 +34,7 @@ func (e environment) seed(ctx context.Context, args []string) error {
 	if len(pos) != 0 {
 		return fmt.Errorf("seed takes no arguments, got %q", pos)
 	}
-	cfg, err := e.databaseConfig(*dbURL, "", *dir)
-	if err != nil {
+	if err := e.resolve(&cfg); err != nil {
 		return err
 	}
 	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: cfg.DatabaseURL, Strategy: dbrouter.Primary})

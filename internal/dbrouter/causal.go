@@ -225,7 +225,7 @@ func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, no
 	})
 	fn(b)
 	b.Queue(replayQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last) })
-	err = node.Pool.SendBatch(ctx, b).Close()
+	err = node.pool.SendBatch(ctx, b).Close()
 	switch {
 	case isCode(err, codeShort):
 		r.causal.waitNanos.Add(int64(r.causalWait))
@@ -249,7 +249,7 @@ func (r *Router) causalStale(ctx context.Context, st *State, node *Node, fn Read
 	b := &pgx.Batch{}
 	fn(b)
 	b.Queue(replayQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last) })
-	if err := node.Pool.SendBatch(ctx, b).Close(); err != nil {
+	if err := node.pool.SendBatch(ctx, b).Close(); err != nil {
 		return err
 	}
 	r.advance(st, lsnOrZero(last))
@@ -264,7 +264,7 @@ func (r *Router) causalOnPrimary(ctx context.Context, st *State, fn ReadFunc) er
 	b := &pgx.Batch{}
 	fn(b)
 	b.Queue(insertQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&pos) })
-	if err := r.nodes[0].Pool.SendBatch(ctx, b).Close(); err != nil {
+	if err := r.nodes[0].pool.SendBatch(ctx, b).Close(); err != nil {
 		return err
 	}
 	lsn := lsnOrZero(&pos)

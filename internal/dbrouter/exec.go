@@ -48,7 +48,7 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		if b.Len() == 0 {
 			return nil
 		}
-		err = node.Pool.SendBatch(ctx, b).Close()
+		err = node.pool.SendBatch(ctx, b).Close()
 		if err == nil {
 			r.record(ctx, Decision{Node: node.Name, Strategy: s, Intent: intent, Reason: reason,
 				Lag: snap.nodes[i].Lag, LagBytes: snap.nodes[i].LagBytes})
@@ -167,7 +167,7 @@ func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error, live bool
 	if live {
 		actx = context.WithValue(ctx, pingKey{}, true)
 	}
-	conn, err := r.nodes[0].Pool.Acquire(actx)
+	conn, err := r.nodes[0].pool.Acquire(actx)
 	if err != nil {
 		return mark{}, false, err
 	}
@@ -194,7 +194,7 @@ func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error, live bool
 		// The connection broke after COMMIT returned. The flush position
 		// is global and only grows, so another connection's reading is
 		// at least this commit's.
-		err = r.nodes[0].Pool.QueryRow(ctx, flushQuery).Scan(&flush)
+		err = r.nodes[0].pool.QueryRow(ctx, flushQuery).Scan(&flush)
 	}
 	r.causal.extraTrips.Add(1)
 	lsn, _ := ParseLSN(flush)

@@ -58,7 +58,8 @@ type Node struct {
 	// place in a list: adding or removing a replica then moves only the
 	// sessions that must move.
 	Name string
-	Pool *pgxpool.Pool
+
+	pool *pgxpool.Pool
 
 	index int
 	seed  uint64 // the node's rendezvous identity, from its name
@@ -137,7 +138,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 			r.Close()
 			return nil, fmt.Errorf("dbrouter: %s: %w", name, err)
 		}
-		r.nodes = append(r.nodes, &Node{Name: name, Pool: pool, index: i, seed: nodeSeed(name)})
+		r.nodes = append(r.nodes, &Node{Name: name, pool: pool, index: i, seed: nodeSeed(name)})
 		t.probes = append(t.probes, newProbe(pc.ConnConfig))
 		t.health = append(t.health, Health{Name: name})
 	}
@@ -241,8 +242,8 @@ func replicaName(cc *pgx.ConnConfig) string {
 	return fmt.Sprintf("%s:%d/%s", cc.Host, cc.Port, cc.Database)
 }
 
-// Primary returns the primary node.
-func (r *Router) Primary() *Node { return r.nodes[0] }
+// Stat returns the node's pool statistics, for metrics.
+func (n *Node) Stat() *pgxpool.Stat { return n.pool.Stat() }
 
 // Replicas returns the replica nodes in order.
 func (r *Router) Replicas() []*Node { return r.nodes[1:] }
@@ -268,7 +269,7 @@ func (r *Router) Close() {
 		r.tracker.close()
 	}
 	for _, n := range r.nodes {
-		n.Pool.Close()
+		n.pool.Close()
 	}
 }
 

@@ -151,9 +151,14 @@ func pauseAtDifferentPositions(t *testing.T, c *cluster.Cluster, r *dbrouter.Rou
 	waitReplicated(t)
 	pauseReplicas(t, c, "replica1")
 	insert(t, ctx, r, table, 9, "What's up with the site today?")
+	replica2, err := pgx.Connect(ctx, c.ReplicaURLs()[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replica2.Close(ctx)
 	testcluster.Eventually(t, 15*time.Second, "replica2 to have both comments", func() bool {
 		var n int
-		err := r.Replicas()[1].Pool.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n)
+		err := replica2.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n)
 		return err == nil && n == 2
 	})
 	pauseReplicas(t, c, "replica2")

@@ -319,7 +319,7 @@ func (t *tracker) pollOnce(ctx context.Context, i int) {
 	if old.Up && (!h.Up || !h.started.Equal(old.started)) {
 		// Gone down, or restarted between two polls: every pooled
 		// connection is broken, and each would fail a read on its way out.
-		t.r.nodes[i].Pool.Reset()
+		t.r.nodes[i].pool.Reset()
 	}
 	t.health[i] = h
 	t.publish(now)
@@ -437,7 +437,7 @@ func (t *tracker) publish(now time.Time) {
 // primary no writes, until a poll reaches it again. Its pooled
 // connections are dropped with it.
 func (t *tracker) markDown(i int, err error) {
-	t.r.nodes[i].Pool.Reset()
+	t.r.nodes[i].pool.Reset()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.health[i] = Health{Name: t.r.nodes[i].Name, CheckedAt: time.Now(), Err: err.Error()}

@@ -108,7 +108,7 @@ func (c *routerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRoundTrips, prometheus.CounterValue, float64(n), node)
 	}
 	for _, n := range r.Nodes() {
-		st := n.Pool.Stat()
+		st := n.Stat()
 		ch <- prometheus.MustNewConstMetric(descPoolInUse, prometheus.GaugeValue, float64(st.AcquiredConns()), n.Name)
 		ch <- prometheus.MustNewConstMetric(descPoolIdle, prometheus.GaugeValue, float64(st.IdleConns()), n.Name)
 		ch <- prometheus.MustNewConstMetric(descPoolTotal, prometheus.GaugeValue, float64(st.TotalConns()), n.Name)

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"quest/internal/app"
 	"quest/internal/cluster"
 	"quest/internal/dbrouter"
@@ -66,6 +68,18 @@ type client struct {
 	t    *testing.T
 	base string
 	http *http.Client
+}
+
+// primary is a connection of the test's own to the primary, as the app's
+// role, closed when the test ends.
+func (a *testApp) primary(t *testing.T) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), a.c.PrimaryURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
 }
 
 func (a *testApp) client(t *testing.T) *client {
@@ -540,9 +554,10 @@ func TestHostileInputNeverA5xx(t *testing.T) {
 	a := newApp(t, dbrouter.Causal)
 	c := a.client(t)
 	c.signup()
+	primary := a.primary(t)
 	counts := func() string {
 		var w, th, cm int
-		err := a.router.Primary().Pool.QueryRow(context.Background(),
+		err := primary.QueryRow(context.Background(),
 			`SELECT (SELECT count(*) FROM wishlist_entries), (SELECT count(*) FROM threads), (SELECT count(*) FROM comments)`).Scan(&w, &th, &cm)
 		if err != nil {
 			t.Fatal(err)
@@ -594,7 +609,7 @@ func TestExpiredSessionMeansSignedOut(t *testing.T) {
 	want(t, c.get("/wishlist"), http.StatusOK)
 	u, _ := url.Parse(a.URL)
 	token := sessionCookie(c, u)
-	if _, err := a.router.Primary().Pool.Exec(context.Background(), `UPDATE sessions SET expiry = now() - interval '1 minute' WHERE token = $1`, token); err != nil {
+	if _, err := a.primary(t).Exec(context.Background(), `UPDATE sessions SET expiry = now() - interval '1 minute' WHERE token = $1`, token); err != nil {
 		t.Fatal(err)
 	}
 	waitReplicated(t, a)
