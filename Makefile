@@ -28,7 +28,7 @@ run: build
 ## leftover test clusters are swept whatever the result
 test: build $(STATICCHECK)
 	@status=0; \
-	$(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -count=1 -timeout 9m ./... || status=$$?; \
+	$(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 -timeout 9m ./... || status=$$?; \
 	$(BIN) cluster sweep $(TESTROOT) || status=1; \
 	exit $$status
 
@@ -40,22 +40,23 @@ $(GOSEC):
 
 ## lint: gosec (heavy to build, so not in make test). Rules left out, and why:
 ##  G204/G702 the launcher runs PostgreSQL's own tools, pgpool and psql, with paths it found or was given;
-##  G304/G703 files are the operator's: state dirs, --out, --readme;
+##  G304/G703 files are the operator's: state dirs, --out, --update;
 ##  G301/G306 directories and results are not secret (secrets are written 0600 where they are);
 ##  G104      the errors left unchecked are best-effort clean-ups and writes to a client that may have gone.
 ## Other findings carry a "#nosec RULE -- why" comment where they stand.
 lint: $(GOSEC)
 	$(GOSEC) -quiet -exclude-dir=.quest -exclude=G204,G702,G304,G703,G301,G306,G104 ./...
 
-## lab: the full lag experiment against the local cluster; rewrites the README's table
+## lab: the full lag experiment against the local cluster; rewrites docs/lab.md's table
 lab: build
 	$(BIN) cluster up
-	$(BIN) lab run --readme README.md
+	$(BIN) lab run --update docs/lab.md
 
-## lab-pgpool: the same beside pgpool-II (installed from Debian's pgpool2 when missing, as root)
+## lab-pgpool: the same beside pgpool-II (installed from Debian's pgpool2 when missing, as root);
+## rewrites docs/pgpool.md's table
 lab-pgpool: build pgpool2
 	$(BIN) cluster up
-	$(BIN) lab run --via-pgpool --strategies random,causal --readme README.md
+	$(BIN) lab run --via-pgpool --strategies random,causal --update docs/pgpool.md
 
 pgpool2:
 	@[ -x /usr/sbin/pgpool ] || command -v pgpool >/dev/null || { \
@@ -64,10 +65,10 @@ pgpool2:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgpool2; \
 	  status=$$?; [ $$made = 0 ] || rm -f /usr/sbin/policy-rc.d; exit $$status; }
 
-## faults: the fault scenarios under load against the local cluster; rewrites the README's table
+## faults: the fault scenarios under load against the local cluster; rewrites docs/faults.md's table
 faults: build
 	$(BIN) cluster up
-	$(BIN) lab faults --readme README.md
+	$(BIN) lab faults --update docs/faults.md
 
 ## down: stop the local cluster (data kept); purge: stop it and delete its data
 down: build

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
 	"sync"
 	"time"
 
@@ -14,9 +13,9 @@ import (
 	"quest/internal/dbrouter"
 )
 
-// BenchQuery is the read both sides of the query-level benchmark run: the
+// benchQuery is the read both sides of the query-level benchmark run: the
 // catalog page's query.
-const BenchQuery = `SELECT id, name, wielder, color, description FROM items ORDER BY id`
+const benchQuery = `SELECT id, name, wielder, color, description FROM items ORDER BY id`
 
 // BenchResult is one side of the query-level benchmark.
 type BenchResult struct {
@@ -77,32 +76,29 @@ func bench(ctx context.Context, name string, clients int, d time.Duration, query
 		}()
 	}
 	wg.Wait()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	res.Queries = len(lat)
 	res.QPS = float64(len(lat)) / d.Seconds()
-	if n := len(lat); n > 0 {
-		res.P50, res.P99 = lat[n/2], lat[min(n-1, n*99/100)]
-	}
+	res.P50, res.P99 = percentiles(lat)
 	return res
 }
 
-// BenchRouter measures reads through Quest's router with one strategy.
-func BenchRouter(ctx context.Context, r *dbrouter.Router, s dbrouter.Strategy, clients int, d time.Duration) BenchResult {
+// benchRouter measures reads through Quest's router with one strategy.
+func benchRouter(ctx context.Context, r *dbrouter.Router, s dbrouter.Strategy, clients int, d time.Duration) BenchResult {
 	states := make([]*dbrouter.State, clients)
 	for i := range states {
 		states[i] = &dbrouter.State{Session: uint64(i + 1)}
 	}
 	return bench(ctx, "Quest "+s.String(), clients, d, func(ctx context.Context, c int) error {
 		return r.ReadWith(dbrouter.WithState(ctx, states[c]), s, dbrouter.Shared, func(b *pgx.Batch) {
-			b.Queue(BenchQuery).Query(scanItems)
+			b.Queue(benchQuery).Query(scanItems)
 		})
 	})
 }
 
-// BenchPool measures the same reads through a plain pool (pgpool-II's port).
-func BenchPool(ctx context.Context, name string, pool *pgxpool.Pool, clients int, d time.Duration) BenchResult {
+// benchPool measures the same reads through a plain pool (pgpool-II's port).
+func benchPool(ctx context.Context, name string, pool *pgxpool.Pool, clients int, d time.Duration) BenchResult {
 	return bench(ctx, name, clients, d, func(ctx context.Context, _ int) error {
-		rows, err := pool.Query(ctx, BenchQuery)
+		rows, err := pool.Query(ctx, benchQuery)
 		if err != nil {
 			return err
 		}
@@ -111,8 +107,8 @@ func BenchPool(ctx context.Context, name string, pool *pgxpool.Pool, clients int
 	})
 }
 
-// BenchMarkdown writes the benchmark's table.
-func BenchMarkdown(w io.Writer, results []BenchResult, clients int, d time.Duration) {
+// benchMarkdown writes the benchmark's table.
+func benchMarkdown(w io.Writer, results []BenchResult, clients int, d time.Duration) {
 	fmt.Fprintf(w, "| reads through | queries/s | p50 | p99 | × pgpool-II |\n| --- | ---: | ---: | ---: | ---: |\n")
 	for _, r := range results {
 		ratio := "1.00"
@@ -123,11 +119,7 @@ func BenchMarkdown(w io.Writer, results []BenchResult, clients int, d time.Durat
 		if r.Errors > 0 {
 			errs = fmt.Sprintf(" (%d errors)", r.Errors)
 		}
-		fmt.Fprintf(w, "| %s%s | %.0f | %s | %s | %s |\n", r.Name, errs, r.QPS, ms2(r.P50), ms2(r.P99), ratio)
+		fmt.Fprintf(w, "| %s%s | %.0f | %s | %s | %s |\n", r.Name, errs, r.QPS, ms(r.P50, 2), ms(r.P99, 2), ratio)
 	}
-	fmt.Fprintf(w, "\n%d concurrent clients, %s per row after a warm-up, the same pgx driver and query (%q).\n", clients, d, BenchQuery)
-}
-
-func ms2(d time.Duration) string {
-	return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000)
+	fmt.Fprintf(w, "\n%d concurrent clients, %s per row after a warm-up, the same pgx driver and query (%q).\n", clients, d, benchQuery)
 }

@@ -2,12 +2,14 @@ package lab
 
 import (
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"html"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,8 +21,8 @@ func checkLabel(d time.Duration) string {
 
 // Markdown writes the table.
 func (r *Result) Markdown(w io.Writer) {
-	checks := make([]string, len(r.Config.Checks))
-	for i, d := range r.Config.Checks {
+	checks := make([]string, len(r.Checks))
+	for i, d := range r.Checks {
 		checks[i] = checkLabel(d)
 	}
 	fmt.Fprintf(w, "| strategy | lag | requests | read-your-writes failures (%s) | monotonic failures | stale reads | reads on primary | causal waits (avg) | primary streaks | p50 | p99 | req/s |\n",
@@ -33,40 +35,36 @@ func (r *Result) Markdown(w io.Writer) {
 		}
 		waits := "–"
 		if c.Waited > 0 {
-			waits = fmt.Sprintf("%d (%.1f ms)", c.Waited, float64(c.WaitTotal.Microseconds())/1000/float64(c.Waited))
+			waits = fmt.Sprintf("%d (%s)", c.Waited, ms(c.WaitTotal/time.Duration(c.Waited), 1))
 		}
 		mono := fmt.Sprintf("%d/%d", c.MonoFailures, c.MonoChecks)
 		if c.ClosedLoop {
 			ryw = []string{fmt.Sprintf("%d/%d", c.RYWFailures[0], c.RYWChecks[0])}
 		}
-		share, streaks := fmt.Sprintf("%.0f %%", 100*c.PrimaryShare()), strconv.Itoa(c.Streaks)
+		share, streaks := fmt.Sprintf("%.0f %%", 100*c.primaryShare()), strconv.Itoa(c.Streaks)
 		if c.Proxy {
 			share, streaks = "not known (proxy)", "–"
 		}
 		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %d | %s | %s | %s | %s | %s | %.0f |\n",
 			c.Strategy, c.Setting, c.Requests, strings.Join(ryw, " / "), mono, c.StaleReads,
-			share, waits, streaks, ms(c.P50), ms(c.P99), c.RPS)
+			share, waits, streaks, ms(c.P50, 1), ms(c.P99, 1), c.RPS)
 	}
 	fmt.Fprintf(w, "\n%d simulated users (half add to their wishlist and re-read it, half re-read a forum thread one writer appends to), %s think time, %s per cell; closed-loop cells without think time or lag. Run took %s on %s.\n",
-		r.Config.Users, r.Config.Think, r.Config.CellTime, r.Elapsed.Round(time.Second), r.Machine)
+		r.Users, r.Think, r.CellTime, r.Elapsed.Round(time.Second), r.Machine)
 	if len(r.Bench) > 0 {
 		fmt.Fprintln(w)
-		BenchMarkdown(w, r.Bench, r.BenchClients, r.BenchTime)
+		benchMarkdown(w, r.Bench, r.BenchClients, r.BenchTime)
 	}
 	for _, line := range r.Comments {
 		fmt.Fprintln(w, line)
 	}
 }
 
-func ms(d time.Duration) string {
-	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) + " ms"
-}
-
-// CSV writes one row per cell.
-func (r *Result) CSV(w io.Writer) error {
+// writeCSV writes one row per cell.
+func (r *Result) writeCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	header := []string{"strategy", "lag", "closed_loop", "requests", "errors"}
-	for _, d := range r.Config.Checks {
+	for _, d := range r.Checks {
 		header = append(header, "ryw_checks_"+checkLabel(d), "ryw_failures_"+checkLabel(d))
 	}
 	header = append(header, "mono_checks", "mono_failures", "reads", "primary_reads", "stale_reads",
@@ -74,13 +72,13 @@ func (r *Result) CSV(w io.Writer) error {
 	cw.Write(header)
 	for _, c := range r.Cells {
 		row := []string{c.Strategy, c.Setting, strconv.FormatBool(c.ClosedLoop), strconv.Itoa(c.Requests), strconv.Itoa(c.Errors)}
-		for i := range r.Config.Checks {
+		for i := range r.Checks {
 			row = append(row, strconv.Itoa(c.RYWChecks[i]), strconv.Itoa(c.RYWFailures[i]))
 		}
 		row = append(row, strconv.Itoa(c.MonoChecks), strconv.Itoa(c.MonoFailures), strconv.Itoa(c.Reads),
 			strconv.Itoa(c.PrimaryReads), strconv.Itoa(c.StaleReads), strconv.Itoa(c.Waited),
-			fmt.Sprintf("%.1f", float64(c.WaitTotal.Microseconds())/1000), strconv.Itoa(c.Streaks),
-			fmt.Sprintf("%.2f", float64(c.P50.Microseconds())/1000), fmt.Sprintf("%.2f", float64(c.P99.Microseconds())/1000),
+			fmt.Sprintf("%.1f", millis(c.WaitTotal)), strconv.Itoa(c.Streaks),
+			fmt.Sprintf("%.2f", millis(c.P50)), fmt.Sprintf("%.2f", millis(c.P99)),
 			fmt.Sprintf("%.1f", c.RPS))
 		cw.Write(row)
 	}
@@ -88,22 +86,22 @@ func (r *Result) CSV(w io.Writer) error {
 	return cw.Error()
 }
 
-// SVG draws two panels: the share of failed consistency checks per
+// drawSVG draws two panels: the share of failed consistency checks per
 // strategy and lag setting, and the closed-loop requests per second.
-func (r *Result) SVG(w io.Writer) {
+func (r *Result) drawSVG(w io.Writer) {
 	var rows []string
 	settings := []string{}
 	fail := map[[2]string]float64{}
 	rps := map[string]float64{}
 	for _, c := range r.Cells {
-		if !contains(rows, c.Strategy) {
+		if !slices.Contains(rows, c.Strategy) {
 			rows = append(rows, c.Strategy)
 		}
 		if c.ClosedLoop {
 			rps[c.Strategy] = c.RPS
 			continue
 		}
-		if !contains(settings, c.Setting) {
+		if !slices.Contains(settings, c.Setting) {
 			settings = append(settings, c.Setting)
 		}
 		checks, fails := c.MonoChecks, c.MonoFailures
@@ -149,55 +147,42 @@ func (r *Result) SVG(w io.Writer) {
 	fmt.Fprintln(w, `</svg>`)
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
+// WriteFiles writes results.md, results.json, results.csv and chart.svg
+// into dir.
+func (r *Result) WriteFiles(dir string) error {
+	var md, csv, svg strings.Builder
+	r.Markdown(&md)
+	if err := r.writeCSV(&csv); err != nil {
+		return err
+	}
+	r.drawSVG(&svg)
+	return writeFiles(dir, r, map[string]string{"results.md": md.String(), "results.csv": csv.String(), "chart.svg": svg.String()}, "results.json")
+}
+
+// writeFiles writes the named texts and v as JSON into dir.
+func writeFiles(dir string, v any, texts map[string]string, jsonName string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	texts[jsonName] = string(b) + "\n"
+	for name, text := range texts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return fmt.Errorf("results: %w", err)
 		}
 	}
-	return false
-}
-
-// WriteFiles writes results.md, results.csv and chart.svg into dir.
-func (r *Result) WriteFiles(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	var md strings.Builder
-	r.Markdown(&md)
-	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(md.String()), 0o644); err != nil {
-		return err
-	}
-	f, err := os.Create(filepath.Join(dir, "results.csv"))
-	if err != nil {
-		return err
-	}
-	if err := r.CSV(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	var svg strings.Builder
-	r.SVG(&svg)
-	return os.WriteFile(filepath.Join(dir, "chart.svg"), []byte(svg.String()), 0o644)
-}
-
-// UpdateReadme replaces the text between the markers <!-- SECTION:begin -->
-// and <!-- SECTION:end --> in a README with the table.
-func (r *Result) UpdateReadme(path, section string) error {
-	var md strings.Builder
-	r.Markdown(&md)
-	return ReplaceSection(path, section, md.String())
+	return nil
 }
 
 // ReplaceSection replaces the text between <!-- SECTION:begin --> and
-// <!-- SECTION:end --> in a file.
+// <!-- SECTION:end --> in a Markdown file with text.
 func ReplaceSection(path, section, text string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("update %s: %w", path, err)
 	}
 	begin, end := "<!-- "+section+":begin -->", "<!-- "+section+":end -->"
 	s := string(b)
@@ -206,11 +191,14 @@ func ReplaceSection(path, section, text string) error {
 		return fmt.Errorf("%s has no %s … %s section", path, begin, end)
 	}
 	s = s[:i+len(begin)] + "\n" + text + s[j:]
-	return os.WriteFile(path, []byte(s), 0o644)
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		return fmt.Errorf("update %s: %w", path, err)
+	}
+	return nil
 }
 
-// MachineDescription says what the run ran on.
-func MachineDescription() string {
+// machine says what the run ran on.
+func machine() string {
 	cpu := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
@@ -229,4 +217,27 @@ func MachineDescription() string {
 		mem = fmt.Sprintf(", %d GiB", (kb+(1<<19))>>20)
 	}
 	return fmt.Sprintf("%d cores (%s)%s, %s", runtime.NumCPU(), cpu, mem, runtime.Version())
+}
+
+// Markdown writes the fault table.
+func (r *FaultResult) Markdown(w io.Writer) {
+	fmt.Fprintln(w, "| scenario | requests | failed | read-only 503 | stale reads | anomalies | acknowledged writes checked (so far) | lost | p50 | p99 | notes |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+	for _, row := range r.Rows {
+		notes := row.Notes
+		if row.StaleMisses > 0 {
+			notes = append(notes, fmt.Sprintf("%d stale-bannered page(s) lacked a write or went back", row.StaleMisses))
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %d | %d | %s | %s | %s |\n", row.Scenario, row.Requests, row.Failed,
+			row.ReadOnly, row.Stale, row.Anomalies, row.Acked, row.Lost, ms(row.P50, 1), ms(row.P99, 1), strings.Join(notes, "; "))
+	}
+	fmt.Fprintf(w, "\nEvery scenario under the causal strategy, users adding to their wishlists and re-reading them, re-reading a thread a writer appends to. Failed: 5xx other than the read-only page, transport errors, users signed out. Stale reads: pages served with the staleness banner (the primary down and no replica fresh enough); anomalies: read-your-writes or monotonic failures on pages served without it. Run took %s on %s.\n",
+		r.Elapsed.Round(time.Second), r.Machine)
+}
+
+// WriteFiles writes faults.md and faults.json into dir.
+func (r *FaultResult) WriteFiles(dir string) error {
+	var md strings.Builder
+	r.Markdown(&md)
+	return writeFiles(dir, r, map[string]string{"faults.md": md.String()}, "faults.json")
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,7 +46,7 @@ type Config struct {
 	// DelayThreshold: a replica further behind than this many bytes of WAL
 	// gets no reads (pgpool 4.3 has no time-based threshold).
 	DelayThreshold int64
-	Log            *os.File // pgpool's own log; nil discards it
+	Log            io.Writer // pgpool's own log; nil keeps it for the error if pgpool does not come up
 }
 
 // Pgpool is a running pgpool-II.
@@ -75,15 +76,40 @@ func (c Config) Settings() []string {
 	}
 }
 
+// binary finds pgpool: on PATH, else where Debian's package puts it.
+func binary() (string, error) {
+	if bin, err := exec.LookPath("pgpool"); err == nil {
+		return bin, nil
+	}
+	if _, err := os.Stat("/usr/sbin/pgpool"); err != nil {
+		return "", ErrNotInstalled
+	}
+	return "/usr/sbin/pgpool", nil
+}
+
+// Version is the installed pgpool-II's version ("4.3.5"), or "" when it
+// is not installed or does not say.
+func Version() string {
+	bin, err := binary()
+	if err != nil {
+		return ""
+	}
+	out, err := exec.Command(bin, "--version").CombinedOutput() // #nosec G204 -- pgpool's own binary, found above
+	if err != nil {
+		return ""
+	}
+	if f := strings.Fields(string(out)); len(f) >= 3 {
+		return f[2]
+	}
+	return ""
+}
+
 // Start writes a configuration into a new temporary directory and starts
 // pgpool on a free port, waiting until it answers.
 func Start(ctx context.Context, cfg Config) (*Pgpool, error) {
-	bin, err := exec.LookPath("pgpool")
+	bin, err := binary()
 	if err != nil {
-		if _, statErr := os.Stat("/usr/sbin/pgpool"); statErr != nil {
-			return nil, ErrNotInstalled
-		}
-		bin = "/usr/sbin/pgpool"
+		return nil, err
 	}
 	if cfg.PoolSize <= 0 {
 		cfg.PoolSize = 10
@@ -133,7 +159,7 @@ func Start(ctx context.Context, cfg Config) (*Pgpool, error) {
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	if err := p.waitReady(ctx, 30*time.Second); err != nil {
-		return nil, fmt.Errorf("pgpool did not come up: %w; log: %s", err, lastLines(logBuf.String(), 3))
+		return nil, fmt.Errorf("pgpool did not come up: %w; log: %s", err, cluster.LastLines(logBuf.String(), 3))
 	}
 	ok = true
 	return p, nil
@@ -244,12 +270,4 @@ func (p *Pgpool) Stop() error {
 		err = os.RemoveAll(p.dir)
 	})
 	return err
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
 }

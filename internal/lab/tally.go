@@ -1,0 +1,150 @@
+package lab
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+)
+
+// tally counts what the users saw while the story played. A lab cell and
+// a fault row are two readings of it.
+type tally struct {
+	strategy string // the app's strategy: reads of another (session lookups) are not its decisions
+
+	mu         sync.Mutex
+	requests   int
+	failed     int // transport errors, 5xx other than the read-only page, page views sent to sign in
+	readOnly   int // forms answered 503 "read-only right now"
+	latencies  []time.Duration
+	stalePages int // pages with a read served possibly stale (the banner)
+	// The strategy's read decisions.
+	reads, primaryReads, staleReads, waited int
+	waitTotal                               time.Duration
+	streaks                                 int // runs of 3+ page views served only by the primary
+	streak                                  map[*browser]int
+	// Reads by node in each phase of a fault scenario; phase -1: not counted.
+	phase  int
+	served []map[string]int
+	// Read-your-writes checks by re-read, monotonic checks, and failures.
+	rywChecks, rywFailures   []int
+	monoChecks, monoFailures int
+	// Failed checks on pages served as fresh, and on bannered pages.
+	anomalies, staleMisses int
+	firstAnomaly           string
+}
+
+func newTally(strategy string, rereads, phases int) *tally {
+	t := &tally{strategy: strategy, streak: map[*browser]int{},
+		rywChecks: make([]int, rereads), rywFailures: make([]int, rereads)}
+	for range phases {
+		t.served = append(t.served, map[string]int{})
+	}
+	return t
+}
+
+var readOnlyRE = regexp.MustCompile(`<h1>Read-only right now</h1>`)
+
+// response records one request; page says it was a page view (a GET).
+func (t *tally) response(u *browser, p page, err error, isPage bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.requests++
+	if err != nil {
+		t.failed++
+		return
+	}
+	switch {
+	case p.status == http.StatusServiceUnavailable && readOnlyRE.MatchString(p.body):
+		t.readOnly++
+	case p.status >= 500:
+		t.failed++
+	case isPage && p.status == http.StatusSeeOther && strings.HasPrefix(p.loc, "/login"):
+		t.failed++ // signed out: the session was lost
+	}
+	t.latencies = append(t.latencies, p.elapsed)
+	onlyPrimary, decided, stale := true, false, false
+	for _, e := range parseRoute(p.route) {
+		if t.phase >= 0 && t.phase < len(t.served) {
+			t.served[t.phase][e.node]++
+		}
+		stale = stale || e.reason == "stale"
+		if e.strategy != t.strategy {
+			continue
+		}
+		decided = true
+		t.reads++
+		if e.node == "primary" {
+			t.primaryReads++
+		} else {
+			onlyPrimary = false
+		}
+		switch e.reason {
+		case "stale":
+			t.staleReads++
+		case "waited":
+			t.waited++
+			t.waitTotal += e.wait
+		}
+	}
+	if stale {
+		t.stalePages++
+	}
+	if !isPage || !decided {
+		return
+	}
+	if !onlyPrimary {
+		t.streak[u] = 0
+		return
+	}
+	if t.streak[u]++; t.streak[u] == 3 {
+		t.streaks++
+	}
+}
+
+// readBack records a read-your-writes check: the wishlist page showed have
+// of the wants acknowledged adds.
+func (t *tally) readBack(index int, p page, have, wants int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.rywChecks[index]++
+	if have < wants {
+		t.rywFailures[index]++
+		t.anomaly(p, fmt.Sprintf("wishlist showed %d of %d adds", have, wants))
+	}
+}
+
+// monotonic records a monotonic-reads check: the thread showed have
+// comments after the reader had seen seen.
+func (t *tally) monotonic(p page, have, seen int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.monoChecks++
+	if have < seen {
+		t.monoFailures++
+		t.anomaly(p, fmt.Sprintf("thread showed %d comments after %d", have, seen))
+	}
+}
+
+// anomaly sorts a failed check: a page that carried the staleness banner
+// (the primary down, no replica fresh enough) announced it. For the first
+// other one the route is kept, to say which node and reason served it.
+func (t *tally) anomaly(p page, what string) {
+	if pageStale(p) {
+		t.staleMisses++
+		return
+	}
+	if t.anomalies == 0 {
+		t.firstAnomaly = fmt.Sprintf("first anomaly: %s, served by %s", what, p.route)
+	}
+	t.anomalies++
+}
+
+// setPhase attributes the reads that follow to a phase (-1: to none).
+func (t *tally) setPhase(i int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.phase = i
+}
