@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"quest/internal/store"
 )
 
@@ -23,10 +21,5 @@ func (e environment) migrate(ctx context.Context, args []string) error {
 	if err := e.resolve(&cfg); err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("migrate: DATABASE_URL: %w", err)
-	}
-	defer pool.Close()
-	return store.Migrate(ctx, pool, pos[0], e.stdout)
+	return store.MigrateURL(ctx, cfg.DatabaseURL, pos[0], e.stdout)
 }

@@ -378,11 +378,17 @@ func logTail(path string) string {
 	if err != nil || len(b) == 0 {
 		return ""
 	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 3 {
-		lines = lines[len(lines)-3:]
+	return "; server log " + path + ": " + LastLines(string(b), 3)
+}
+
+// LastLines returns the last n lines of a log, joined on one line, for
+// error messages.
+func LastLines(log string, n int) string {
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
 	}
-	return "; server log " + path + ": " + strings.Join(lines, " | ")
+	return strings.Join(lines, " | ")
 }
 
 // waitStreaming waits until every follower streams from the leader.

@@ -21,43 +21,8 @@ import (
 // the parameter and waits for the old value.
 func setOnReplicas(t *testing.T, c *cluster.Cluster, param, value string) {
 	t.Helper()
-	ctx := context.Background()
-	apply := func(conn *pgx.Conn, stmt, want string) error {
-		if _, err := conn.Exec(ctx, stmt); err != nil {
-			return err
-		}
-		if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
-			return err
-		}
-		for deadline := time.Now().Add(5 * time.Second); ; {
-			var got string
-			if err := conn.QueryRow(ctx, "SELECT current_setting($1)", param).Scan(&got); err != nil {
-				return err
-			}
-			if got == want {
-				return nil
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s is %s after reload, want %s", param, got, want)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
 	for _, n := range c.Nodes()[1:] {
-		conn := superConn(t, c, n.Name)
-		var old string
-		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", param).Scan(&old); err != nil {
-			t.Fatal(err)
-		}
-		if err := apply(conn, fmt.Sprintf("ALTER SYSTEM SET %s = '%s'", param, value), value); err != nil {
-			t.Fatalf("%s: %v", n.Name, err)
-		}
-		// Runs before superConn's cleanup closes conn.
-		t.Cleanup(func() {
-			if err := apply(conn, "ALTER SYSTEM RESET "+param, old); err != nil {
-				t.Errorf("%s: %v", n.Name, err)
-			}
-		})
+		setOnNode(t, superConn(t, c, n.Name), param, value)
 	}
 }
 
@@ -196,15 +161,7 @@ func superConn(t *testing.T, c *cluster.Cluster, name string) *pgx.Conn {
 // replayLSN returns the named node's replay position.
 func replayLSN(t *testing.T, c *cluster.Cluster, name string) uint64 {
 	t.Helper()
-	var s string
-	if err := superConn(t, c, name).QueryRow(context.Background(), "SELECT pg_last_wal_replay_lsn()::text").Scan(&s); err != nil {
-		t.Fatal(err)
-	}
-	lsn, err := dbrouter.ParseLSN(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lsn
+	return replayOf(t, superConn(t, c, name))
 }
 
 // superExec runs a statement as superuser on the named node.

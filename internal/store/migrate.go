@@ -18,6 +18,16 @@ import (
 // ErrReplica is returned when migrations are pointed at a standby.
 var ErrReplica = errors.New("is a replica (in recovery); migrations run on the primary only — point DATABASE_URL at the leader")
 
+// MigrateURL runs Migrate on the database at url, on a pool of its own.
+func MigrateURL(ctx context.Context, url, action string, out io.Writer) error {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer pool.Close()
+	return Migrate(ctx, pool, action, out)
+}
+
 // Migrate applies the pending migrations ("up") or lists them ("status")
 // on the database behind pool, which must be the primary. It writes one
 // line per migration to out.

@@ -14,13 +14,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"quest/internal/cluster"
 	"quest/internal/store"
@@ -59,7 +56,7 @@ func start() (*cluster.Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot start PostgreSQL: %w", err)
 	}
-	if err := migrate(ctx, c); err != nil {
+	if err := store.MigrateURL(ctx, c.PrimaryURL(), "up", io.Discard); err != nil {
 		c.Down(ctx, true)
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
@@ -68,16 +65,6 @@ func start() (*cluster.Cluster, error) {
 		return nil, fmt.Errorf("followers did not replay the migrations: %w", err)
 	}
 	return c, nil
-}
-
-// migrate applies Quest's migrations on the leader, as `quest migrate up` does.
-func migrate(ctx context.Context, c *cluster.Cluster) error {
-	pool, err := pgxpool.New(ctx, c.PrimaryURL())
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	return store.Migrate(ctx, pool, "up", io.Discard)
 }
 
 // Get returns the package's cluster, starting it on first use. Without
@@ -170,15 +157,4 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// ProcessAlive reports whether pid is a process that has not exited (a
-// zombie counts as exited).
-func ProcessAlive(pid int) bool {
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(stat), ')')
-	return i < 0 || i+2 >= len(stat) || (stat[i+2] != 'Z' && stat[i+2] != 'X')
 }
