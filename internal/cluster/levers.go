@@ -6,6 +6,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"quest/internal/poll"
 )
 
 // The lag levers below connect as the lever role, which holds just the
@@ -43,26 +45,12 @@ func (c *Cluster) SetDelay(ctx context.Context, name string, d time.Duration) er
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	// Each query lets the backend process a pending reload first.
+	return poll.Until(ctx, 10*time.Second, 5*time.Millisecond, n.Name+"'s recovery_min_apply_delay to take the new value", func(ctx context.Context) (bool, error) {
 		var setting int64
-		// Each query lets the backend process a pending reload first.
 		err := conn.QueryRow(ctx, `SELECT setting::bigint FROM pg_settings WHERE name = 'recovery_min_apply_delay'`).Scan(&setting)
-		if err != nil {
-			return fmt.Errorf("%s: read recovery_min_apply_delay: %w", n.Name, err)
-		}
-		if setting == ms {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: recovery_min_apply_delay still %dms after reload", n.Name, setting)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+		return err == nil && setting == ms, err
+	})
 }
 
 // onReplica runs statements as the lever role on a node that must be a
@@ -151,13 +139,16 @@ func (c *Cluster) Start(ctx context.Context, name string) error {
 	// After a SIGKILL the old postmaster's children may still hold its
 	// shared memory for a moment; the new one refuses to start until they
 	// have exited.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err = c.startNode(ctx, n)
-		if err == nil || !strings.Contains(err.Error(), "pre-existing shared memory block") || time.Now().After(deadline) {
-			break
+	var startErr error
+	err = poll.Until(ctx, 30*time.Second, 100*time.Millisecond, n.Name+" to start", func(ctx context.Context) (bool, error) {
+		startErr = c.startNode(ctx, n)
+		if startErr != nil && strings.Contains(startErr.Error(), "pre-existing shared memory block") {
+			return false, startErr // the old children still hold it: again
 		}
-		time.Sleep(100 * time.Millisecond)
+		return true, nil
+	})
+	if startErr != nil {
+		err = startErr
 	}
 	if err != nil {
 		return err
@@ -188,17 +179,14 @@ func (c *Cluster) WaitCaughtUp(ctx context.Context, timeout time.Duration) error
 		if err != nil {
 			return err
 		}
-		for {
+		err = poll.Until(ctx, 0, 5*time.Millisecond, n.Name+" to replay "+target, func(ctx context.Context) (bool, error) {
 			var ok bool
 			err := conn.QueryRow(ctx, `SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn`, target).Scan(&ok)
-			if err == nil && ok {
-				break
-			}
-			if ctx.Err() != nil {
-				conn.Close(context.Background())
-				return fmt.Errorf("%s did not replay %s within %s (paused?)", n.Name, target, timeout)
-			}
-			time.Sleep(5 * time.Millisecond)
+			return ok, err
+		})
+		if err != nil {
+			conn.Close(context.Background())
+			return fmt.Errorf("%s did not replay %s within %s (paused?): %w", n.Name, target, timeout, err)
 		}
 		conn.Close(ctx)
 	}

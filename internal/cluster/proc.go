@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"quest/internal/poll"
 )
 
 // osUser is the unprivileged account the servers run as. PostgreSQL
@@ -168,18 +170,9 @@ func Alive(pid int) bool {
 
 // waitGone waits until pid has exited.
 func waitGone(ctx context.Context, pid int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for Alive(pid) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("process %d still running after %s", pid, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	return nil
+	return poll.Until(ctx, timeout, 10*time.Millisecond, fmt.Sprintf("process %d to exit", pid), func(context.Context) (bool, error) {
+		return !Alive(pid), nil
+	})
 }
 
 // processesIn returns the live (not zombie) processes whose working
@@ -214,16 +207,11 @@ func clearStaleLock(ctx context.Context, dataDir, socketLock string, timeout tim
 	if err != nil || Alive(pid) {
 		return nil // no lock, or a live postmaster: pg_ctl decides
 	}
-	deadline := time.Now().Add(timeout)
-	for len(processesIn(filepath.Clean(dataDir))) > 0 {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("processes of the old server in %s still running after %s", dataDir, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+	err = poll.Until(ctx, timeout, 20*time.Millisecond, "the old server's processes in "+dataDir+" to exit", func(context.Context) (bool, error) {
+		return len(processesIn(filepath.Clean(dataDir))) == 0, nil
+	})
+	if err != nil {
+		return err
 	}
 	for _, f := range []string{socketLock, filepath.Join(dataDir, "postmaster.pid")} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
+
+	"quest/internal/poll"
 )
 
 // keepInStateDir lists files other parts of Quest keep in a state directory
@@ -400,25 +402,15 @@ func (c *Cluster) waitStreaming(ctx context.Context, timeout time.Duration) erro
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	want := len(c.st.Nodes) - 1
-	deadline := time.Now().Add(timeout)
-	for {
-		var n int
+	var n int
+	err = poll.Until(ctx, timeout, 20*time.Millisecond, "the followers to stream", func(ctx context.Context) (bool, error) {
 		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'`).Scan(&n)
-		if err != nil {
-			return err
-		}
-		if n >= want {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("only %d of %d followers streaming after %s; see the logs in %s", n, want, timeout, c.st.DataRoot)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+		return err == nil && n >= want, err
+	})
+	if err != nil {
+		return fmt.Errorf("only %d of %d followers streaming: %w; see the logs in %s", n, want, err, c.st.DataRoot)
 	}
+	return nil
 }
 
 // startAll starts every node of an existing cluster that is not running.

@@ -206,6 +206,12 @@ func (f *faultRun) run(ctx context.Context, sc scenario) (FaultRow, error) {
 	if t.firstAnomaly != "" {
 		row.Notes = append(row.Notes, t.firstAnomaly)
 	}
+	if t.firstFail != "" {
+		row.Notes = append(row.Notes, t.firstFail)
+	}
+	if t.unknown > 0 {
+		row.Notes = append(row.Notes, fmt.Sprintf("%d forms answered that the change may have been saved (the connection broke during COMMIT)", t.unknown))
+	}
 	row.P50, row.P99 = percentiles(t.latencies)
 	var err error
 	if row.Acked, row.Lost, err = f.verifyWrites(ctx); err != nil {

@@ -263,7 +263,7 @@ func runCell(ctx context.Context, cfg Config, s *story, strategy string, closed 
 		return Cell{}, err
 	}
 	c := Cell{
-		Requests: t.requests, Errors: t.failed + t.readOnly,
+		Requests: t.requests, Errors: t.failed + t.readOnly + t.unknown,
 		RYWChecks: t.rywChecks, RYWFailures: t.rywFailures, MonoChecks: t.monoChecks, MonoFailures: t.monoFailures,
 		Reads: t.reads, PrimaryReads: t.primaryReads, StaleReads: t.staleReads,
 		Waited: t.waited, WaitTotal: t.waitTotal, Streaks: t.streaks,

@@ -144,4 +144,3 @@ func poolOf(ctx context.Context, url string, n int32) (*pgxpool.Pool, error) {
 	}
 	return pool, nil
 }
-

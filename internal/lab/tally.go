@@ -18,6 +18,8 @@ type tally struct {
 	requests   int
 	failed     int // transport errors, 5xx other than the read-only page, page views sent to sign in
 	readOnly   int // forms answered 503 "read-only right now"
+	unknown    int // forms answered 503 "may have been saved": the connection broke during COMMIT
+	firstFail  string
 	latencies  []time.Duration
 	stalePages int // pages with a read served possibly stale (the banner)
 	// The strategy's read decisions.
@@ -45,7 +47,20 @@ func newTally(strategy string, rereads, phases int) *tally {
 	return t
 }
 
-var readOnlyRE = regexp.MustCompile(`<h1>Read-only right now</h1>`)
+var (
+	readOnlyRE = regexp.MustCompile(`<h1>Read-only right now</h1>`)
+	unknownRE  = regexp.MustCompile(`<h1>Your change may have been saved</h1>`)
+	titleRE    = regexp.MustCompile(`<h1>([^<]*)</h1>`)
+)
+
+// fail counts a failed request, keeping the first one's description.
+// Called with t.mu held.
+func (t *tally) fail(what string) {
+	t.failed++
+	if t.firstFail == "" {
+		t.firstFail = "first failure: " + what
+	}
+}
 
 // response records one request; page says it was a page view (a GET).
 func (t *tally) response(u *browser, p page, err error, isPage bool) {
@@ -53,16 +68,22 @@ func (t *tally) response(u *browser, p page, err error, isPage bool) {
 	defer t.mu.Unlock()
 	t.requests++
 	if err != nil {
-		t.failed++
+		t.fail(err.Error())
 		return
 	}
 	switch {
 	case p.status == http.StatusServiceUnavailable && readOnlyRE.MatchString(p.body):
 		t.readOnly++
+	case p.status == http.StatusServiceUnavailable && unknownRE.MatchString(p.body):
+		t.unknown++
 	case p.status >= 500:
-		t.failed++
+		title := ""
+		if m := titleRE.FindStringSubmatch(p.body); m != nil {
+			title = " " + m[1]
+		}
+		t.fail(fmt.Sprintf("%d%s", p.status, title))
 	case isPage && p.status == http.StatusSeeOther && strings.HasPrefix(p.loc, "/login"):
-		t.failed++ // signed out: the session was lost
+		t.fail("signed out") // the session was lost
 	}
 	t.latencies = append(t.latencies, p.elapsed)
 	onlyPrimary, decided, stale := true, false, false

@@ -16,15 +16,19 @@ func TestTallySortsResponsesAndChecks(t *testing.T) {
 	tl.response(u, fresh, nil, true)
 	tl.response(u, stale, nil, true)
 	tl.response(u, page{status: http.StatusServiceUnavailable, body: "<h1>Read-only right now</h1>"}, nil, false)
-	tl.response(u, page{status: http.StatusInternalServerError}, nil, false)
+	tl.response(u, page{status: http.StatusServiceUnavailable, body: "<h1>Your change may have been saved</h1>"}, nil, false)
+	tl.response(u, page{status: http.StatusInternalServerError, body: "<h1>Internal Server Error</h1>"}, nil, false)
 	tl.response(u, page{status: http.StatusSeeOther, loc: "/login?next=/wishlist"}, nil, true)
 	tl.response(u, page{}, errors.New("connection refused"), true)
 	tl.setPhase(1)
 	tl.response(u, page{status: http.StatusOK, route: "primary:fallback-lag:causal,replica1:fresh:sticky"}, nil, true)
 
-	if tl.requests != 7 || tl.failed != 3 || tl.readOnly != 1 || tl.stalePages != 1 || len(tl.latencies) != 6 {
-		t.Errorf("requests %d, failed %d, read-only %d, stale pages %d, latencies %d; want 7, 3, 1, 1, 6",
-			tl.requests, tl.failed, tl.readOnly, tl.stalePages, len(tl.latencies))
+	if tl.requests != 8 || tl.failed != 3 || tl.readOnly != 1 || tl.unknown != 1 || tl.stalePages != 1 || len(tl.latencies) != 7 {
+		t.Errorf("requests %d, failed %d, read-only %d, unknown %d, stale pages %d, latencies %d; want 8, 3, 1, 1, 1, 7",
+			tl.requests, tl.failed, tl.readOnly, tl.unknown, tl.stalePages, len(tl.latencies))
+	}
+	if tl.firstFail != "first failure: 500 Internal Server Error" {
+		t.Errorf("first failure %q", tl.firstFail)
 	}
 	// The sticky read is a session lookup's, not the strategy's decision.
 	if tl.reads != 3 || tl.primaryReads != 1 || tl.staleReads != 1 {

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"quest/internal/cluster"
+	"quest/internal/poll"
 )
 
 // ErrNotInstalled is returned when no pgpool binary is found.
@@ -225,30 +226,24 @@ func (p *Pgpool) PID() int {
 }
 
 func (p *Pgpool) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
+	return poll.Until(ctx, timeout, 100*time.Millisecond, "pgpool to answer", func(ctx context.Context) (bool, error) {
 		select {
 		case err := <-p.done:
 			p.done <- err
-			return fmt.Errorf("pgpool exited: %v", err)
+			return false, poll.Stop(fmt.Errorf("pgpool exited: %w", err))
 		default:
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
 		conn, err := pgx.Connect(cctx, p.URL())
-		if err == nil {
-			var one int
-			err = conn.QueryRow(cctx, "SELECT 1").Scan(&one)
-			conn.Close(context.Background())
+		if err != nil {
+			return false, err
 		}
-		cancel()
-		if err == nil {
-			return nil
-		}
-		last = err
-		time.Sleep(100 * time.Millisecond)
-	}
-	return last
+		defer conn.Close(context.Background())
+		var one int
+		err = conn.QueryRow(cctx, "SELECT 1").Scan(&one)
+		return err == nil, err
+	})
 }
 
 // Stop shuts pgpool down (SIGINT: fast shutdown), waits for it and its

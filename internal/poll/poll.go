@@ -5,15 +5,26 @@ package poll
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
 
+// Stop wraps an error after which the condition cannot come true (the
+// process being waited for has exited): Until returns it at once.
+func Stop(err error) error { return stopError{err} }
+
+type stopError struct{ err error }
+
+func (e stopError) Error() string { return e.err.Error() }
+func (e stopError) Unwrap() error { return e.err }
+
 // Until calls cond every interval until it reports true, ctx ends, or
 // timeout passes (0: no timeout beyond ctx's). An error from cond counts
 // as "not yet" — a server still starting refuses connections — and the
-// last one is reported if Until gives up. what names the condition in
-// that error: "replica1 to catch up".
+// last one is reported if Until gives up; an error wrapped by Stop ends
+// the wait at once. what names the condition in errors: "replica1 to
+// catch up".
 func Until(ctx context.Context, timeout, interval time.Duration, what string, cond func(context.Context) (bool, error)) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -27,6 +38,10 @@ func Until(ctx context.Context, timeout, interval time.Duration, what string, co
 		ok, err := cond(ctx)
 		if ok && err == nil {
 			return nil
+		}
+		var stop stopError
+		if errors.As(err, &stop) {
+			return stop.err
 		}
 		last = err
 		select {

@@ -25,6 +25,15 @@ func TestUntil(t *testing.T) {
 		t.Fatalf("timeout error %q lacks the condition or its last error", err)
 	}
 
+	gone := errors.New("the server exited")
+	calls := 0
+	if err := Until(ctx, time.Hour, time.Millisecond, "a server that exited", func(context.Context) (bool, error) {
+		calls++
+		return false, Stop(gone)
+	}); !errors.Is(err, gone) || calls != 1 {
+		t.Fatalf("after Stop: %v after %d calls; want the error at once", err, calls)
+	}
+
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	start := time.Now()
