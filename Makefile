@@ -17,12 +17,22 @@ GOSEC               := $(TOOLS)/gosec-$(GOSEC_VERSION)/gosec
 build:
 	$(GO) build -o $(BIN) ./cmd/quest
 
+# make run's ports and address, set on the command line: make run PORT=8081 PGPORT=55320.
+# Plain assignments, not ?=: PGPORT is also libpq's variable (psql's default port) and
+# PORT is often exported for other tools, and neither should move Quest by accident.
+PORT   = 8080
+PGPORT = 54320
+HOST   = 127.0.0.1
+
 ## run: bring the local cluster up (or reuse it), migrate, seed, serve on http://localhost:8080
+##   (the lab on /lab). PORT=8081: the app's port; PGPORT=55320: the leader's port, the followers
+##   on the next ones (a cluster that exists keeps its ports: make purge first to move it);
+##   HOST=0.0.0.0 shares the app with the network (default: this machine only)
 run: build
-	$(BIN) cluster up
+	$(BIN) cluster up --port $(PGPORT)
 	$(BIN) migrate up
 	$(BIN) seed
-	$(BIN) serve
+	$(BIN) serve --addr $(HOST):$(PORT)
 
 ## test: vet, staticcheck and the whole suite (fuzz seed corpora included);
 ## leftover test clusters are swept whatever the result
@@ -49,13 +59,13 @@ lint: $(GOSEC)
 
 ## lab: the full lag experiment against the local cluster; rewrites docs/lab.md's table
 lab: build
-	$(BIN) cluster up
+	$(BIN) cluster up --port $(PGPORT)
 	$(BIN) lab run --update docs/lab.md
 
 ## lab-pgpool: the same beside pgpool-II (installed from Debian's pgpool2 when missing, as root);
 ## rewrites docs/pgpool.md's table
 lab-pgpool: build pgpool2
-	$(BIN) cluster up
+	$(BIN) cluster up --port $(PGPORT)
 	$(BIN) lab run --via-pgpool --strategies random,causal --update docs/pgpool.md
 
 pgpool2:
@@ -67,16 +77,18 @@ pgpool2:
 
 ## faults: the fault scenarios under load against the local cluster; rewrites docs/faults.md's table
 faults: build
-	$(BIN) cluster up
+	$(BIN) cluster up --port $(PGPORT)
 	$(BIN) lab faults --update docs/faults.md
 
-## down: stop the local cluster (data kept); purge: stop it and delete its data
+## down: stop the local cluster (data kept); purge: stop it and delete its data (the next
+## make run creates it anew, on PGPORT)
 down: build
 	$(BIN) cluster down
 
 purge: build
 	$(BIN) cluster down --purge
 
+## status: the local cluster's nodes, ports, roles and replay state
 status: build
 	$(BIN) cluster status
 

@@ -30,6 +30,10 @@ type config struct {
 	ReplicaURLs []string
 	FromCluster string // the local cluster's state dir, when the URLs came from it
 
+	// PGBin is the PostgreSQL bin directory to use (--pg-bin, $QUEST_PG_BIN);
+	// empty means search the machine (cluster.FindBinDir).
+	PGBin string
+
 	// serve.
 	Addr         string
 	Strategy     dbrouter.Strategy
@@ -52,7 +56,12 @@ const (
 	databaseFlag                       // --database-url
 	replicasFlag                       // --replica-urls
 	serveFlags                         // --addr, --strategy and the router's and server's tuning
+	pgBinFlag                          // --pg-bin
 )
+
+// defaultAddr is where serve listens unless told otherwise: this machine
+// only, since a workshop runs on a shared network.
+const defaultAddr = "127.0.0.1:8080"
 
 // addFlags registers the groups' flags on fs, with their defaults from the
 // environment.
@@ -67,8 +76,12 @@ func (e environment) addFlags(fs *flag.FlagSet, cfg *config, groups flagGroup) {
 	if groups&replicasFlag != 0 {
 		fs.StringVar(&cfg.flagReplicas, "replica-urls", "", "comma-separated replica URLs (default $REPLICA_URLS, else the local cluster's followers)")
 	}
+	if groups&pgBinFlag != 0 {
+		fs.StringVar(&cfg.PGBin, "pg-bin", e.getenv("QUEST_PG_BIN"), "PostgreSQL bin directory (holding initdb, postgres, psql); default $QUEST_PG_BIN, else searched:\nPATH, pg_config --bindir, Debian's, Homebrew's and Postgres.app's directories")
+	}
 	if groups&serveFlags != 0 {
-		fs.StringVar(&cfg.Addr, "addr", firstNonEmpty(e.getenv("QUEST_ADDR"), ":8080"), "address to listen on ($QUEST_ADDR)")
+		fs.StringVar(&cfg.Addr, "addr", firstNonEmpty(e.getenv("QUEST_ADDR"), defaultAddr),
+			"address to listen on ($QUEST_ADDR); the default serves this machine only,\n:8080 (or 0.0.0.0:8080) shares Quest with the network")
 		fs.StringVar(&cfg.strategyName, "strategy", firstNonEmpty(e.getenv("QUEST_STRATEGY"), "causal"),
 			"read routing strategy at start: primary, random, pin-own, sticky, timed or causal ($QUEST_STRATEGY)")
 		fs.DurationVar(&cfg.TimedDelay, "timed-delay", 2*time.Second, "timed: how long after a write a session reads from the primary")

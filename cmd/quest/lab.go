@@ -18,12 +18,24 @@ import (
 	"quest/internal/store"
 )
 
+const labUsage = `usage: quest lab run|faults [flags]
+
+actions:
+  run      the lag experiment: every strategy under every lag setting, as a table
+  faults   the fault scenarios under load, as a table
+
+Run "quest lab run -h" or "quest lab faults -h" for their flags.
+`
+
 func (e environment) lab(ctx context.Context, args []string) error {
-	if len(args) > 0 && args[0] == "faults" {
+	switch {
+	case len(args) == 1 && isHelp(args[0]):
+		fmt.Fprint(e.stdout, labUsage)
+		return nil
+	case len(args) > 0 && args[0] == "faults":
 		return e.labFaults(ctx, args[1:])
-	}
-	if len(args) == 0 || args[0] != "run" {
-		return fmt.Errorf("usage: quest lab run [--quick] [--dir D] [--url URL] [--users N] [--out DIR] [--update FILE], or quest lab faults [--quick] [--dir D] [--out DIR] [--update FILE]")
+	case len(args) == 0 || args[0] != "run":
+		return usagef("lab needs an action: run or faults; see quest lab --help")
 	}
 	fs := e.newFlags("lab run", "lab run [--quick] [--dir D] [--url URL] [--users N] [--out DIR] [--update FILE]")
 	var qc config

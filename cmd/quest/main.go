@@ -21,12 +21,12 @@ const usage = `usage: quest <command> [flags]
 commands:
   cluster   start, stop and inspect the local leader + followers; lag levers
   migrate   apply or list database migrations (on the primary only)
-  dbshell   open psql on a node: quest dbshell --database replica1
-  lab       run the lag experiment (quest lab run) and print its table
+  dbshell   open psql on a node: quest dbshell --database replica
+  lab       run the lag experiment (quest lab run) or the fault scenarios (quest lab faults)
   seed      add demo users, the article's forum thread, and an admin (prints its password)
-  serve     run the web application
+  serve     run the web application (on 127.0.0.1:8080 unless --addr says otherwise)
 
-Run "quest <command> -h" for a command's flags.
+Run "quest <command> -h" (or quest help <command>) for a command's flags.
 `
 
 func main() {
@@ -34,27 +34,45 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) && !errors.Is(err, errUsageShown) {
+		if !errors.Is(err, errUsageShown) {
 			fmt.Fprintf(os.Stderr, "quest: %v\n", err)
 		}
-		if errors.Is(err, errUsageShown) || errors.Is(err, flag.ErrHelp) {
+		if errors.Is(err, errUsageShown) || errors.As(err, new(usageError)) {
 			os.Exit(2)
 		}
 		os.Exit(1)
 	}
 }
 
-// errUsageShown marks an error whose message the flag package has printed.
+// errUsageShown marks a command line answered with the usage text, on
+// stderr: there is nothing more to print.
 var errUsageShown = errors.New("usage")
 
+// usageError is a command line that cannot run as given. Its message is
+// one line that names what is wrong or missing; main exits 2 on it.
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+func usagef(format string, args ...any) error { return usageError(fmt.Sprintf(format, args...)) }
+
 // run is the whole program, with its environment passed in so tests can
-// call it as main would.
+// call it as main would. Help, asked for with help, -h or --help at any
+// level, is printed on stdout and is not an error.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	env := environment{getenv: getenv, stdout: stdout, stderr: stderr}
+	err := env.command(ctx, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+func (env environment) command(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(env.stderr, usage)
 		return errUsageShown
 	}
-	env := environment{getenv: getenv, stdout: stdout, stderr: stderr}
 	switch args[0] {
 	case "cluster":
 		return env.cluster(ctx, args[1:])
@@ -68,12 +86,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return env.dbshell(ctx, args[1:])
 	case "lab":
 		return env.lab(ctx, args[1:])
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	default:
-		return fmt.Errorf("unknown command %q; run quest help", args[0])
 	}
+	if !isHelp(args[0]) {
+		return usagef("unknown command %q; run quest help", args[0])
+	}
+	if len(args) > 1 && !isHelp(args[1]) {
+		// quest help cluster up = quest cluster up --help
+		return env.command(ctx, append(append([]string(nil), args[1:]...), "--help"))
+	}
+	fmt.Fprint(env.stdout, usage)
+	return nil
+}
+
+// isHelp reports whether a word asks for help.
+func isHelp(arg string) bool {
+	return arg == "help" || arg == "-h" || arg == "-help" || arg == "--help"
 }
 
 // environment is what every subcommand gets from run.
@@ -83,30 +110,45 @@ type environment struct {
 }
 
 // newFlags makes a flag set whose errors are returned, not printed and
-// exited on.
+// exited on. Its usage, printed by parse when help is asked for, goes to
+// stdout.
 func (e environment) newFlags(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(e.stdout)
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "usage: quest %s\n", synopsis)
+		fmt.Fprintf(e.stdout, "usage: quest %s\n\nflags:\n", synopsis)
 		fs.PrintDefaults()
 	}
 	return fs
 }
 
 // parse parses flags that may come before, between or after the positional
-// arguments, and returns the positional ones.
+// arguments, and returns the positional ones. -h, --help, or help as the
+// first positional argument print the usage and return flag.ErrHelp; a bad
+// flag is a one-line usageError, with no usage text.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	usage, out := fs.Usage, fs.Output()
+	fs.Usage = func() {} // the flag package calls it on every error
+	fs.SetOutput(io.Discard)
+	help := func() error {
+		fs.SetOutput(out)
+		usage()
+		return flag.ErrHelp
+	}
+	defer func() { fs.Usage = usage; fs.SetOutput(out) }()
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
+				return nil, help()
 			}
-			return nil, fmt.Errorf("%w: %v", errUsageShown, err)
+			return nil, usagef("%s: %v; see quest %s --help", fs.Name(), err, fs.Name())
 		}
 		if fs.NArg() == 0 {
 			return pos, nil
+		}
+		if len(pos) == 0 && fs.Arg(0) == "help" {
+			return nil, help()
 		}
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]

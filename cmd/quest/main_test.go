@@ -57,7 +57,7 @@ func TestCommandLineErrorsAreOneLine(t *testing.T) {
 		{"unknown command", nil, []string{"fly"}, `unknown command "fly"`},
 		{"unknown action", nil, []string{"cluster", "explode", "--dir", c.Dir()}, `unknown cluster action "explode"`},
 		{"taken port", nil, []string{"cluster", "up", "--dir", fresh, "--port", strconv.Itoa(taken)}, "already in use"},
-		{"pause without node", nil, []string{"cluster", "pause", "--dir", c.Dir()}, "cluster pause takes 1 argument(s), got 0"},
+		{"pause without node", nil, []string{"cluster", "pause", "--dir", c.Dir()}, "pause needs a node: replica1 or replica2"},
 		{"pause unknown node", nil, []string{"cluster", "pause", "replica7", "--dir", c.Dir()}, `unknown node "replica7"`},
 		{"pause the leader, flag first", nil, []string{"cluster", "pause", "--dir", c.Dir(), "leader"}, "cannot pause replay on the leader"},
 		{"bad delay", nil, []string{"cluster", "delay", "replica1", "soon", "--dir", c.Dir()}, `invalid duration "soon"`},
@@ -66,7 +66,7 @@ func TestCommandLineErrorsAreOneLine(t *testing.T) {
 		{"migrate without database", nil, []string{"migrate", "up", "--dir", fresh}, "no database: set DATABASE_URL"},
 		{"lab with one user", nil, []string{"lab", "run", "--users", "1", "--dir", c.Dir()}, "--users 1: choose between 2 and 200"},
 		{"lab faults without a cluster", nil, []string{"lab", "faults", "--dir", fresh}, "no Quest cluster here"},
-		{"lab unknown action", nil, []string{"lab", "explode"}, "usage: quest lab run"},
+		{"lab unknown action", nil, []string{"lab", "explode"}, "lab needs an action: run or faults"},
 		{"lab unknown strategy", nil, []string{"lab", "run", "--strategies", "random,fastest", "--dir", c.Dir()}, `unknown strategy "fastest"`},
 		{"dbshell unknown node", nil, []string{"dbshell", "--database", "replica9", "--dir", c.Dir()}, `unknown node "replica9"`},
 	}

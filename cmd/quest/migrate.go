@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	"quest/internal/store"
 )
@@ -15,8 +14,13 @@ func (e environment) migrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || (pos[0] != "up" && pos[0] != "status") {
-		return fmt.Errorf("usage: quest migrate up|status")
+	switch {
+	case len(pos) == 0:
+		return usagef("migrate needs an action: up (apply the migrations) or status (list them)")
+	case pos[0] != "up" && pos[0] != "status":
+		return usagef("unknown migrate action %q: up or status", pos[0])
+	case len(pos) > 1:
+		return usagef("migrate %s takes no more arguments, got %q", pos[0], pos[1:])
 	}
 	if err := e.resolve(&cfg); err != nil {
 		return err

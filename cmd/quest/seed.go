@@ -15,16 +15,9 @@ import (
 	"quest/internal/store"
 )
 
-// demoUsers are created by quest seed; the first is the admin.
-var demoUsers = []struct{ username, display string }{
-	{"admin", "Quest Admin"},
-	{"luke", "Luke"},
-	{"leia", "Leia"},
-	{"han", "Han"},
-}
-
 func (e environment) seed(ctx context.Context, args []string) error {
-	fs := e.newFlags("seed", "seed [--database-url URL] [--dir D]")
+	fs := e.newFlags("seed", "seed [--reset] [--database-url URL] [--dir D]")
+	reset := fs.Bool("reset", false, "put the demo data back as seeded: empty every wishlist, the forum back to the article's thread (accounts stay)")
 	var cfg config
 	e.addFlags(fs, &cfg, dirFlag|databaseFlag)
 	pos, err := parse(fs, args)
@@ -51,9 +44,8 @@ func (e environment) seed(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ids := map[string]int64{}
 	created := 0
-	for i, u := range demoUsers {
+	for i, u := range store.DemoUsers {
 		pw := password
 		if i > 0 {
 			pw = randomPassword()
@@ -62,11 +54,11 @@ func (e environment) seed(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		user, err := st.CreateUser(ctx, u.username, u.display, hash, i == 0)
+		_, err = st.CreateUser(ctx, u.Username, u.DisplayName, hash, i == 0)
 		switch {
 		case errors.Is(err, store.ErrUsernameTaken):
 			if i == 0 { // keep the admin's password in step with the file
-				if err := st.SetPassword(ctx, u.username, hash); err != nil {
+				if err := st.SetPassword(ctx, u.Username, hash); err != nil {
 					return err
 				}
 			}
@@ -74,25 +66,20 @@ func (e environment) seed(ctx context.Context, args []string) error {
 		case err != nil:
 			return fmt.Errorf("seed: %w", err)
 		}
-		ids[u.username] = user.ID
 		created++
 	}
-	if created == len(demoUsers) {
-		// The article's help-forum thread, its comments in the order they
-		// were written; under lag they can appear out of order.
-		id, err := st.CreateThread(ctx, ids["luke"], "Help adding items to my wishlist",
-			"I added a lightsaber to my wishlist and it wasn't there. So I added it again. Now I have two?")
-		if err != nil {
-			return fmt.Errorf("seed: %w", err)
+	switch {
+	case *reset:
+		if err := st.ResetDemo(ctx); err != nil {
+			return err
 		}
-		if _, err := st.AddComment(ctx, id, ids["leia"], "What's up with the site today - I keep getting duplicates in my wishlist??"); err != nil {
-			return fmt.Errorf("seed: %w", err)
-		}
-		if _, err := st.AddComment(ctx, id, ids["han"], "There's nothing wrong with the site ya geezer"); err != nil {
-			return fmt.Errorf("seed: %w", err)
+		fmt.Fprintln(e.stdout, "demo data reset: every wishlist emptied, the forum back to the article's thread")
+	case created == len(store.DemoUsers):
+		if err := st.SeedDemoForum(ctx); err != nil {
+			return err
 		}
 		fmt.Fprintf(e.stdout, "seeded %d users and the forum thread \"Help adding items to my wishlist\"\n", created)
-	} else {
+	default:
 		fmt.Fprintln(e.stdout, "demo data already seeded")
 	}
 	fmt.Fprintf(e.stdout, "sign in as admin with password %s (kept in %s)\n", password, pwFile)

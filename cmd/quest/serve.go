@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"quest/internal/app"
@@ -15,7 +19,9 @@ import (
 )
 
 func (e environment) serve(ctx context.Context, args []string) error {
-	fs := e.newFlags("serve", "serve [--addr :8080] [--strategy S] [--dir D] [flags]")
+	fs := e.newFlags("serve", "serve [--addr 127.0.0.1:8080] [--strategy S] [--dir D] [flags]\n\n"+
+		"Serves Quest on this machine only (127.0.0.1:8080) unless --addr says otherwise:\n"+
+		"--addr :8080 (or 0.0.0.0:8080) shares it with everyone on the network.")
 	var cfg config
 	e.addFlags(fs, &cfg, dirFlag|databaseFlag|replicasFlag|serveFlags)
 	pos, err := parse(fs, args)
@@ -23,7 +29,7 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) != 0 {
-		return fmt.Errorf("serve takes no arguments, got %q", pos)
+		return usagef("serve takes no arguments, got %q", pos)
 	}
 	if err := e.resolve(&cfg); err != nil {
 		return err
@@ -65,9 +71,17 @@ func (e environment) serve(ctx context.Context, args []string) error {
 			"primary", redactURL(cfg.DatabaseURL))
 	}
 	if err := a.Listen(cfg.Addr); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("%s is already in use: choose another port with --addr (e.g. --addr 127.0.0.1:8081, or make run PORT=8081)", cfg.Addr)
+		}
 		return err
 	}
-	fmt.Fprintf(e.stdout, "Quest is serving on %s (%d replica(s), strategy %s); stop with Ctrl-C\n", browseURL(a.Addr()), len(cfg.ReplicaURLs), cfg.Strategy)
+	home := browseURL(a.Addr())
+	fmt.Fprintf(e.stdout, "Quest is serving on %s — the lab: %s/lab (%s, strategy %s; stop with Ctrl-C)\n",
+		home, home, plural(len(cfg.ReplicaURLs), "replica"), cfg.Strategy)
+	if others := sharedURLs(a.Addr()); len(others) > 0 {
+		fmt.Fprintf(e.stdout, "shared with the network: others open %s\n", strings.Join(others, " or "))
+	}
 
 	errc := make(chan error, 1)
 	go func() { errc <- a.Serve() }()
@@ -93,6 +107,37 @@ func browseURL(a net.Addr) string {
 		host = "localhost"
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+// sharedURLs returns the /lab URLs others on the network can open when
+// addr listens on every interface: one per IPv4 address of this machine
+// other than loopback (what people type); none otherwise.
+func sharedURLs(addr net.Addr) []string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return nil
+	}
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var urls []string
+	for _, ia := range ifaddrs {
+		ipnet, ok := ia.(*net.IPNet)
+		if !ok || ipnet.IP.To4() == nil || ipnet.IP.IsLoopback() || ipnet.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		urls = append(urls, "http://"+net.JoinHostPort(ipnet.IP.String(), strconv.Itoa(tcp.Port))+"/lab")
+	}
+	return urls
+}
+
+// plural says "1 replica", "2 replicas".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 // redactURL hides a connection URL's password, for logs.

@@ -38,10 +38,11 @@ type App struct {
 	Store  *store.Store
 	Server *server.Server
 
-	log  *slog.Logger
-	hs   *http.Server
-	ln   net.Listener
-	done chan error
+	log      *slog.Logger
+	hs       *http.Server
+	ln       net.Listener
+	done     chan struct{} // closed when Serve returns
+	serveErr error         // what Serve returned; read after done
 }
 
 // New connects the router (it does not fail for nodes that are down) and
@@ -89,7 +90,7 @@ func (a *App) Listen(addr string) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
-	a.done = make(chan error, 1)
+	a.done = make(chan struct{})
 	return nil
 }
 
@@ -115,7 +116,8 @@ func (a *App) Serve() error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	a.done <- err
+	a.serveErr = err
+	close(a.done)
 	return err
 }
 
@@ -139,8 +141,8 @@ func (a *App) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	select {
-	case err := <-a.done:
-		return err
+	case <-a.done:
+		return a.serveErr
 	case <-ctx.Done(): // listening, but Serve never ran
 		return nil
 	}

@@ -17,19 +17,37 @@ import (
 // required in the same directory.
 var serverTools = []string{"initdb", "pg_ctl", "postgres", "pg_basebackup"}
 
-// ErrNoBinaries is returned when no PostgreSQL server installation is found.
-var ErrNoBinaries = errors.New("no PostgreSQL server binaries found (looked on PATH, in `pg_config --bindir` and /usr/lib/postgresql/*/bin); install them with: apt-get install postgresql")
+// installDirs are the places PostgreSQL installs its server programs
+// outside PATH, in the order FindBinDir tries them: Debian and Ubuntu's
+// packages; Homebrew's versioned formulas, which are keg-only (not linked
+// onto PATH), on Apple silicon and then on Intel Macs; Postgres.app.
+var installDirs = []string{
+	"/usr/lib/postgresql/*/bin",
+	"/opt/homebrew/opt/postgresql@*/bin",
+	"/usr/local/opt/postgresql@*/bin",
+	"/Applications/Postgres.app/Contents/Versions/*/bin",
+}
 
-// Search says where FindBinDir looks. The zero value means the defaults:
-// the process's PATH and Debian's /usr/lib/postgresql/*/bin.
+// ErrNoBinaries is returned when no PostgreSQL server installation is found.
+var ErrNoBinaries = errors.New("no PostgreSQL server binaries found")
+
+// installHint says what to install, on every system Quest runs on.
+const installHint = "install PostgreSQL 15 (14 or newer works) — Debian/Ubuntu: sudo apt-get install postgresql; " +
+	"macOS: brew install postgresql@15, or Postgres.app (postgresapp.com); " +
+	"Windows: inside WSL2 (Ubuntu), as on Ubuntu — or set QUEST_PG_BIN to the directory holding initdb and postgres"
+
+// Search says where FindBinDir looks. The zero value searches this
+// machine. Tests point it at a directory tree of their own.
 type Search struct {
 	PATH string // a PATH-style list; empty means $PATH
-	Glob string // a glob of bin directories; empty means /usr/lib/postgresql/*/bin
+	Glob string // one glob of bin directories replacing the install directories; empty means those
+	Root string // where the install directories (or Glob) are looked up; empty means /
 }
 
 // FindBinDir returns the first directory holding the PostgreSQL server
-// programs: a directory on PATH, then `pg_config --bindir`, then the
-// versioned directories of the glob, newest version first.
+// programs: a directory on PATH, then `pg_config --bindir` (the first
+// pg_config on PATH), then the install directories in their order (Debian,
+// Homebrew, Postgres.app), each newest version first.
 func FindBinDir(s Search) (string, error) {
 	path := s.PATH
 	if path == "" {
@@ -53,18 +71,26 @@ func FindBinDir(s Search) (string, error) {
 		}
 		break
 	}
-	glob := s.Glob
-	if glob == "" {
-		glob = "/usr/lib/postgresql/*/bin"
+	globs := installDirs
+	if s.Glob != "" {
+		globs = []string{s.Glob}
 	}
-	dirs, _ := filepath.Glob(glob)
-	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
-	for _, dir := range dirs {
-		if hasServerTools(dir) {
-			return dir, nil
+	looked := make([]string, len(globs))
+	for i, g := range globs {
+		if s.Root != "" {
+			g = filepath.Join(s.Root, g)
+		}
+		looked[i] = g
+		dirs, _ := filepath.Glob(g)
+		sort.SliceStable(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+		for _, dir := range dirs {
+			if hasServerTools(dir) {
+				return dir, nil
+			}
 		}
 	}
-	return "", ErrNoBinaries
+	return "", fmt.Errorf("%w (looked on PATH, in `pg_config --bindir` and in %s); %s",
+		ErrNoBinaries, strings.Join(looked, ", "), installHint)
 }
 
 func hasServerTools(dir string) bool {
@@ -80,9 +106,17 @@ func hasServerTools(dir string) bool {
 	return true
 }
 
-// versionOf reads the major version from a path like /usr/lib/postgresql/15/bin.
+// versionOf reads the major version from the directory above bin:
+// /usr/lib/postgresql/15/bin, /opt/homebrew/opt/postgresql@15/bin,
+// …/Postgres.app/Contents/Versions/16/bin. A name without one (Postgres.app's
+// "latest" link) gives -1 and sorts last.
 func versionOf(bindir string) int {
-	v, err := strconv.Atoi(filepath.Base(filepath.Dir(bindir)))
+	name := filepath.Base(filepath.Dir(bindir))
+	if _, v, ok := strings.Cut(name, "@"); ok {
+		name = v
+	}
+	major, _, _ := strings.Cut(name, ".")
+	v, err := strconv.Atoi(major)
 	if err != nil {
 		return -1
 	}

@@ -135,6 +135,7 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 	reason := p.reason
 	failures := 0
 	fellShort := false
+	shortOn := ""
 	var lastErr error
 	for k := 0; k < p.n; k++ {
 		i := int(p.nodes[k])
@@ -145,11 +146,13 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 		if k > 0 {
 			r.causal.extraTrips.Add(1)
 		}
+		d := r.decision(snap, i, Causal, intent, reason, token.LSN)
+		d.ShortOn = shortOn
 		if i == 0 {
-			err := r.causalOnPrimary(ctx, st, fn)
+			err := r.causalOnPrimary(ctx, st, fn, &d)
 			if err == nil {
 				r.causal.onPrimary.Add(1)
-				r.record(ctx, Decision{Node: node.Name, Strategy: Causal, Intent: intent, Reason: reason})
+				r.record(ctx, d)
 				return nil
 			}
 			if ctx.Err() != nil {
@@ -161,27 +164,26 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 			lastErr = err
 			break
 		}
-		ok, wait, err := r.causalOnReplica(ctx, st, token, node, fn)
+		ok, err := r.causalOnReplica(ctx, st, token, node, fn, &d)
 		switch {
 		case ok:
-			re := reason
-			if re == ReasonSticky { // the session's own replica answered
-				re = ReasonFresh
-				if wait > 0 {
-					re = ReasonWaited
+			if d.Reason == ReasonSticky { // the session's own replica answered
+				d.Reason = ReasonFresh
+				if d.Wait > 0 {
+					d.Reason = ReasonWaited
 				}
 			}
-			if wait > 0 {
+			if d.Wait > 0 {
 				r.causal.waited.Add(1)
 			} else {
 				r.causal.fresh.Add(1)
 			}
-			r.record(ctx, Decision{Node: node.Name, Strategy: Causal, Intent: intent, Reason: re,
-				Lag: snap.nodes[i].Lag, LagBytes: snap.nodes[i].LagBytes, Wait: wait})
+			r.record(ctx, d)
 			return nil
 		case err == nil: // fell short: the read's own queries did not run
 			r.causal.short.Add(1)
-			fellShort = fellShort || wait > 0
+			fellShort = fellShort || d.Wait > 0
+			shortOn = node.Name
 			reason = ReasonFallbackLag
 			continue
 		case ctx.Err() != nil:
@@ -200,11 +202,12 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 	if i := r.freshestReplica(); i > 0 {
 		node := r.nodes[i]
 		r.causal.extraTrips.Add(1)
-		err := r.causalStale(ctx, st, node, fn)
+		d := r.decision(snap, i, Causal, intent, ReasonStale, token.LSN)
+		d.ShortOn = shortOn
+		err := r.causalStale(ctx, st, node, fn, &d)
 		if err == nil {
 			r.causal.stale.Add(1)
-			r.record(ctx, Decision{Node: node.Name, Strategy: Causal, Intent: intent, Reason: ReasonStale,
-				Lag: snap.nodes[i].Lag, LagBytes: snap.nodes[i].LagBytes})
+			r.record(ctx, d)
 			return nil
 		}
 		lastErr = err
@@ -212,11 +215,12 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 	return unavailable(lastErr)
 }
 
-// causalOnReplica runs one attempt on a replica. ok reports whether the
-// replica had the session's position when the data was read; !ok with a
-// nil error means it fell short (or is not a standby), and the read's own
-// queries did not run.
-func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, node *Node, fn ReadFunc) (ok bool, wait time.Duration, err error) {
+// causalOnReplica runs one attempt on a replica, filling d with its wait,
+// the replay position it read and its SQL. ok reports whether the replica
+// had the session's position when the data was read; !ok with a nil error
+// means it fell short (or is not a standby), and the read's own queries
+// did not run.
+func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, node *Node, fn ReadFunc, d *Decision) (ok bool, err error) {
 	var waitedMS float64
 	var last *string
 	b := &pgx.Batch{}
@@ -226,48 +230,57 @@ func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, no
 	fn(b)
 	b.Queue(replayQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last) })
 	err = node.pool.SendBatch(ctx, b).Close()
+	d.SQL = sqlOf(ctx, b)
 	switch {
 	case isCode(err, codeShort):
 		r.causal.waitNanos.Add(int64(r.causalWait))
-		return false, r.causalWait, nil
+		d.Wait = r.causalWait
+		return false, nil
 	case isCode(err, codeNotStandby):
-		return false, 0, nil // promoted, or misconfigured: vouches for nothing
+		return false, nil // promoted, or misconfigured: vouches for nothing
 	case err != nil:
-		return false, 0, err
+		return false, err
 	}
-	wait = time.Duration(waitedMS * float64(time.Millisecond))
-	r.causal.waitNanos.Add(int64(wait))
-	r.advance(st, lsnOrZero(last))
-	return true, wait, nil
+	d.Wait = time.Duration(waitedMS * float64(time.Millisecond))
+	r.causal.waitNanos.Add(int64(d.Wait))
+	d.NodeLSN, d.NodeLSNTracked = lsnOrZero(last), false
+	r.advance(st, d.NodeLSN)
+	return true, nil
 }
 
 // causalStale runs the read on a replica without the in-band check: the
 // last resort while the primary is down and no replica has the session's
 // position. The page says the data may be stale.
-func (r *Router) causalStale(ctx context.Context, st *State, node *Node, fn ReadFunc) error {
+func (r *Router) causalStale(ctx context.Context, st *State, node *Node, fn ReadFunc, d *Decision) error {
 	var last *string
 	b := &pgx.Batch{}
 	fn(b)
 	b.Queue(replayQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last) })
-	if err := node.pool.SendBatch(ctx, b).Close(); err != nil {
+	err := node.pool.SendBatch(ctx, b).Close()
+	d.SQL = sqlOf(ctx, b)
+	if err != nil {
 		return err
 	}
-	r.advance(st, lsnOrZero(last))
+	d.NodeLSN, d.NodeLSNTracked = lsnOrZero(last), false
+	r.advance(st, d.NodeLSN)
 	return nil
 }
 
 // causalOnPrimary runs the read on the primary and moves the token to the
 // primary's insert position read after the data in the same batch: it
 // covers every commit the data could show, asynchronous ones included.
-func (r *Router) causalOnPrimary(ctx context.Context, st *State, fn ReadFunc) error {
+func (r *Router) causalOnPrimary(ctx context.Context, st *State, fn ReadFunc, d *Decision) error {
 	var pos string
 	b := &pgx.Batch{}
 	fn(b)
 	b.Queue(insertQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&pos) })
-	if err := r.nodes[0].pool.SendBatch(ctx, b).Close(); err != nil {
+	err := r.nodes[0].pool.SendBatch(ctx, b).Close()
+	d.SQL = sqlOf(ctx, b)
+	if err != nil {
 		return err
 	}
 	lsn := lsnOrZero(&pos)
+	d.NodeLSN, d.NodeLSNTracked = lsn, false
 	if h := r.history.Load(); h != nil && lsn != 0 && r.token(st).LSN == UnknownLSN {
 		// The primary answered after the write of unknown position, so
 		// its insert position covers it: the session may use replicas again.

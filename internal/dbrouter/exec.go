@@ -25,7 +25,24 @@ type ReadFunc func(b *pgx.Batch)
 // candidate; the node is marked down only if a fresh connection to it
 // cannot be made (or the tracker's probe says so).
 func (r *Router) Read(ctx context.Context, intent Intent, fn ReadFunc) error {
-	return r.ReadWith(ctx, r.Strategy(), intent, fn)
+	return r.ReadWith(ctx, r.StrategyFor(ctx), intent, fn)
+}
+
+type strategyKey struct{}
+
+// WithStrategy returns a context whose reads use s instead of the strategy
+// in force: a session that chose its own (the lab lets attendees do so).
+func WithStrategy(ctx context.Context, s Strategy) context.Context {
+	return context.WithValue(ctx, strategyKey{}, s)
+}
+
+// StrategyFor is the strategy Read uses in ctx: the session's own choice
+// (WithStrategy), else the strategy in force.
+func (r *Router) StrategyFor(ctx context.Context) Strategy {
+	if s, ok := ctx.Value(strategyKey{}).(Strategy); ok && s < numStrategies {
+		return s
+	}
+	return r.Strategy()
 }
 
 // ReadWith runs a read with the given strategy, whatever is in force
@@ -39,6 +56,7 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		return r.readCausal(ctx, st, intent, fn, snap, &p)
 	}
 	reason := p.reason
+	sessionLSN := r.token(st).LSN
 	var err error
 	for k := 0; k < p.n && k < 2; k++ {
 		i := int(p.nodes[k])
@@ -50,8 +68,9 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		}
 		err = node.pool.SendBatch(ctx, b).Close()
 		if err == nil {
-			r.record(ctx, Decision{Node: node.Name, Strategy: s, Intent: intent, Reason: reason,
-				Lag: snap.nodes[i].Lag, LagBytes: snap.nodes[i].LagBytes})
+			d := r.decision(snap, i, s, intent, reason, sessionLSN)
+			d.SQL = sqlOf(ctx, b)
+			r.record(ctx, d)
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -63,6 +82,27 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		reason = ReasonRetried
 	}
 	return unavailable(err)
+}
+
+// decision describes a read served by node i, from what the tracker last
+// saw of it; a causal read then puts in the positions it read itself.
+func (r *Router) decision(snap *snapshot, i int, s Strategy, intent Intent, reason Reason, sessionLSN uint64) Decision {
+	h := &snap.nodes[i]
+	return Decision{Node: r.nodes[i].Name, Strategy: s, Intent: intent, Reason: reason,
+		Lag: h.Lag, LagBytes: h.LagBytes, SessionLSN: sessionLSN,
+		NodeLSN: h.Position, NodeLSNTracked: true, Paused: h.Paused, ApplyDelay: h.ApplyDelay}
+}
+
+// sqlOf lists a batch's statements when the request's trace keeps them.
+func sqlOf(ctx context.Context, b *pgx.Batch) []string {
+	if !TraceFrom(ctx).keepsSQL() {
+		return nil
+	}
+	sql := make([]string, len(b.QueuedQueries))
+	for i, q := range b.QueuedQueries {
+		sql[i] = q.SQL
+	}
+	return sql
 }
 
 // unavailable wraps the last error of a read that no node could serve.
@@ -143,7 +183,7 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 		}
 		r.advance(st, m.token.LSN)
 	}
-	r.record(ctx, Decision{Node: r.nodes[0].Name, Strategy: r.Strategy(), Reason: ReasonPrimaryOnly, Write: true})
+	r.record(ctx, Decision{Node: r.nodes[0].Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true})
 	return nil
 }
 

@@ -13,6 +13,3 @@ func StickyNode(r *Router, session uint64) string {
 	r.decide(&State{Session: session}, Shared, Sticky, time.Now(), r.snap.Load(), &p)
 	return r.nodes[p.nodes[0]].Name
 }
-
-// CausalWait is the router's in-band wait budget.
-func (r *Router) CausalWait() time.Duration { return r.causalWait }

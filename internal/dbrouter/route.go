@@ -77,6 +77,8 @@ func (r *Router) decide(st *State, intent Intent, s Strategy, now time.Time, sna
 	case s == Causal:
 		r.decideCausal(snap, &order, nr, r.token(st).LSN, p)
 		return
+	case s == Yours:
+		preferred, reason = r.decideYours(st, intent, now, snap, &order, nr), ReasonYours
 	case (s == PinOwn || s == Sticky) && intent == Own:
 		preferred, reason = 0, ReasonOwnData
 	case s == Timed && st != nil && !st.LastWrite.IsZero() && now.Sub(st.LastWrite) < r.timedDelay:

@@ -251,6 +251,9 @@ func (r *Router) Replicas() []*Node { return r.nodes[1:] }
 // Nodes returns every node, primary first.
 func (r *Router) Nodes() []*Node { return append([]*Node(nil), r.nodes...) }
 
+// CausalWait is how long a causal read may wait in-band on a replica.
+func (r *Router) CausalWait() time.Duration { return r.causalWait }
+
 // Strategy returns the strategy in force.
 func (r *Router) Strategy() Strategy { return Strategy(r.strategy.Load()) } // #nosec G115 -- only SetStrategy stores, below numStrategies
 

@@ -28,14 +28,19 @@ const (
 	// Causal keeps reads on replicas and gives every session
 	// read-your-writes and monotonic reads through WAL-position tokens.
 	Causal
+	// Yours is the workshop's strategy: its decision is chooseYours in
+	// yours.go, which a learner edits (docs/workshop.md). It reads from the
+	// primary until then.
+	Yours
 	numStrategies
 )
 
-var strategyNames = [numStrategies]string{"primary", "random", "pin-own", "sticky", "timed", "causal"}
+var strategyNames = [numStrategies]string{"primary", "random", "pin-own", "sticky", "timed", "causal", "yours"}
 
-// Strategies lists every strategy in order.
+// Strategies lists the six built-in strategies in order (not Yours, the
+// workshop's exercise; ParseStrategy knows it).
 func Strategies() []Strategy {
-	s := make([]Strategy, numStrategies)
+	s := make([]Strategy, Yours)
 	for i := range s {
 		s[i] = Strategy(i)
 	}
@@ -94,11 +99,12 @@ const (
 	ReasonFallbackDown               // the preferred node is down: the next one
 	ReasonRetried                    // the first node failed during the read: retried on the next
 	ReasonStale                      // nothing fresh enough could answer: possibly stale (causal, primary down)
+	ReasonYours                      // the workshop's strategy chose this node (yours.go)
 	numReasons
 )
 
 var reasonNames = [numReasons]string{"primary-only", "random", "own-data", "sticky", "recent-write",
-	"fresh", "waited", "fallback-lag", "fallback-down", "retried", "stale"}
+	"fresh", "waited", "fallback-lag", "fallback-down", "retried", "stale", "yours"}
 
 func (r Reason) String() string {
 	if r < numReasons {

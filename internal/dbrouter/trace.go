@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// Decision records where one read or write went and why.
+// Decision records where one read or write went and why: enough for a
+// page to explain, in words, how it was read.
 type Decision struct {
 	Node     string
 	Strategy Strategy
@@ -19,6 +20,24 @@ type Decision struct {
 	Lag      time.Duration // the node's replay lag as the tracker last saw it
 	LagBytes int64
 	Wait     time.Duration // time spent waiting for the node to catch up (causal)
+
+	// SessionLSN is the session's position (its last write, or the newest
+	// data it had seen) when the read started: 0 for none, UnknownLSN for
+	// a write whose position is unknown.
+	SessionLSN uint64
+	// NodeLSN is the node's position for this read: a replica's replay
+	// position (read in the same batch by causal; else the tracker's last
+	// poll, NodeLSNTracked), or the primary's position.
+	NodeLSN        uint64
+	NodeLSNTracked bool
+	Paused         bool          // the replica's replay was paused (tracker)
+	ApplyDelay     time.Duration // its recovery_min_apply_delay (tracker)
+	// ShortOn names the replica whose in-band check fell short before
+	// this node answered (causal).
+	ShortOn string
+	// SQL is the batch the node ran, the router's own statements
+	// included, when the request's trace asks for it (WithTrace).
+	SQL []string
 }
 
 // Trace collects a request's decisions, so the page footer, the
@@ -26,6 +45,7 @@ type Decision struct {
 type Trace struct {
 	mu        sync.Mutex
 	decisions []Decision
+	keepSQL   bool
 }
 
 type traceKey struct{}
@@ -34,6 +54,25 @@ type traceKey struct{}
 func WithTrace(ctx context.Context) (context.Context, *Trace) {
 	t := &Trace{}
 	return context.WithValue(ctx, traceKey{}, t), t
+}
+
+// KeepSQL makes the trace keep, from now on, the SQL each read ran, for
+// pages that show it.
+func (t *Trace) KeepSQL() {
+	if t != nil {
+		t.mu.Lock()
+		t.keepSQL = true
+		t.mu.Unlock()
+	}
+}
+
+func (t *Trace) keepsSQL() bool {
+	if t == nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.keepSQL
 }
 
 // TraceFrom returns the trace in ctx, or nil.

@@ -105,7 +105,7 @@ func Start(ctx context.Context, prefix string, replicas int) (*cluster.Cluster, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	c, err := cluster.Up(ctx, cluster.Config{Dir: dir, Replicas: replicas, Port: 0})
+	c, err := cluster.Up(ctx, cluster.Config{Dir: dir, Replicas: replicas, Port: 0, BinDir: os.Getenv("QUEST_PG_BIN")})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
