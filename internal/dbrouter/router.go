@@ -254,6 +254,10 @@ func (r *Router) Nodes() []*Node { return append([]*Node(nil), r.nodes...) }
 // CausalWait is how long a causal read may wait in-band on a replica.
 func (r *Router) CausalWait() time.Duration { return r.causalWait }
 
+// TimedDelay is how long after a write the timed strategy reads from the
+// primary.
+func (r *Router) TimedDelay() time.Duration { return r.timedDelay }
+
 // Strategy returns the strategy in force.
 func (r *Router) Strategy() Strategy { return Strategy(r.strategy.Load()) } // #nosec G115 -- only SetStrategy stores, below numStrategies
 

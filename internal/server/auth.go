@@ -142,7 +142,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, r, err)
 		return
 	}
-	for _, k := range []string{keyUserID, keyUsername, keyAdmin} {
+	for _, k := range []string{keyUserID, keyUsername, keyAdmin, keyStrategy} {
 		s.sessions.Remove(ctx, k)
 	}
 	s.flash(w, "Signed out. May the Force be with you.")

@@ -39,6 +39,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusServiceUnavailable, "The connection to the database broke while your change was being saved, so it may or may not have been saved. Check the page before you try it again, or you may add it twice."
 	case errors.Is(err, dbrouter.ErrReadOnly):
 		return http.StatusServiceUnavailable, "The primary database is unreachable, so Quest is read-only right now. Pages still load from the replicas; try your change again in a moment."
+	case errors.Is(err, store.ErrNoDemoUsers):
+		return http.StatusConflict, "The demo data belongs to the seeded users (admin, luke, leia, han), and they are missing: run quest seed, then try again."
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, "There is nothing here — it may have been removed."
 	case errors.Is(err, errRateLimited):

@@ -32,11 +32,22 @@ type sample struct {
 	Reads map[string]int64   `json:"reads"` // node → reads served in that second
 }
 
-// history keeps the last minutes of samples.
+// history keeps the last minutes of samples, and since when each replica
+// has been paused as far as the app can tell.
 type history struct {
 	mu      sync.Mutex
 	samples []sample
 	last    map[string]int64
+
+	// pausedAt is when a replica's pause was first seen (by the tracker's
+	// poll, sampled every second) or pulled (by the lab's levers);
+	// replaying records that the last observation was replaying, so a
+	// pause seen next has a known start. A replica already paused when the
+	// app started has no entry: since when is not known. seenAt is the
+	// time of each replica's latest observation.
+	pausedAt  map[string]time.Time
+	replaying map[string]bool
+	seenAt    map[string]time.Time
 }
 
 const historySize = 300 // five minutes
@@ -48,13 +59,19 @@ func (h *history) record(r *dbrouter.Router, now time.Time) {
 		reads[d.Node] += d.Count
 	}
 	s := sample{T: now.Unix(), Lag: map[string]float64{}, Reads: map[string]int64{}}
-	for i, hl := range r.Health() {
+	health := r.Health()
+	for i, hl := range health {
 		if i > 0 {
 			s.Lag[hl.Name] = hl.Lag.Seconds()
 		}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for i, hl := range health {
+		if i > 0 && hl.Up {
+			h.observeLocked(hl.Name, hl.Paused, hl.CheckedAt)
+		}
+	}
 	for node, n := range reads {
 		if h.last != nil {
 			s.Reads[node] = n - h.last[node]
@@ -65,6 +82,49 @@ func (h *history) record(r *dbrouter.Router, now time.Time) {
 	if len(h.samples) > historySize {
 		h.samples = h.samples[len(h.samples)-historySize:]
 	}
+}
+
+// observeLocked notes a replica's replay state as seen at at; h.mu is
+// held. An observation older than one already noted is stale (the
+// tracker's last poll can predate a lever the lab just pulled) and is
+// ignored.
+func (h *history) observeLocked(node string, paused bool, at time.Time) {
+	if h.pausedAt == nil {
+		h.pausedAt, h.replaying, h.seenAt = map[string]time.Time{}, map[string]bool{}, map[string]time.Time{}
+	}
+	if at.Before(h.seenAt[node]) {
+		return
+	}
+	h.seenAt[node] = at
+	if !paused {
+		delete(h.pausedAt, node)
+		h.replaying[node] = true
+		return
+	}
+	if _, known := h.pausedAt[node]; !known && h.replaying[node] {
+		h.pausedAt[node] = at
+	}
+	h.replaying[node] = false
+}
+
+// paused records that the lab's levers paused (or resumed) a replica's
+// replay at now; wasPaused is whether it was paused before, as far as the
+// router knew. A pause the lab starts has an exact start.
+func (h *history) paused(node string, paused, wasPaused bool, now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if paused && !wasPaused {
+		h.observeLocked(node, false, now)
+	}
+	h.observeLocked(node, paused, now)
+}
+
+// pausedSince returns since when a replica has been paused, if known.
+func (h *history) pausedSince(node string) (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t, ok := h.pausedAt[node]
+	return t, ok
 }
 
 func (h *history) snapshot() []sample {
@@ -87,7 +147,8 @@ func (s *Server) sampleHistory(ctx context.Context) {
 	}
 }
 
-// nodeState is one node on the lab page and in its JSON.
+// nodeState is one node on the lab page and in its JSON. The words are
+// the page's: the JSON carries them so the live table says the same.
 type nodeState struct {
 	Name       string  `json:"name"`
 	Role       string  `json:"role"`
@@ -96,8 +157,15 @@ type nodeState struct {
 	Position   string  `json:"position"`
 	LagBytes   int64   `json:"lag_bytes"`
 	LagSeconds float64 `json:"lag_seconds"`
+	LagUnknown bool    `json:"lag_unknown"`
 	Router     string  `json:"router"` // the router's verdict: usable, down, lagging, …
 	Reads      int64   `json:"reads"`
+
+	ApplyDelayMS int64  `json:"apply_delay_ms"` // recovery_min_apply_delay, as configured
+	Replay       string `json:"replay"`         // "replaying", "paused since 14:03:05 (for 42 s)", "stopped or unreachable"
+	ApplyDelay   string `json:"apply_delay"`    // "apply delay 5 s (configured)", "no apply delay"
+	Behind       string `json:"behind"`         // "behind by 120 bytes and 0.4 s", "caught up"
+	GetsReads    string `json:"gets_reads"`     // the router's verdict in words
 }
 
 type labState struct {
@@ -111,37 +179,138 @@ func (s *Server) labState() labState {
 	for _, d := range s.router.DecisionCounts() {
 		reads[d.Node] += d.Count
 	}
+	now := time.Now()
 	st := labState{Strategy: s.router.Strategy().String(), History: s.history.snapshot()}
 	for i, h := range s.router.Health() {
-		role := "replica"
+		n := nodeState{Name: h.Name, Role: "replica", Up: h.Up, Paused: h.Paused, Position: "–",
+			LagBytes: h.LagBytes, LagSeconds: h.Lag.Seconds(), LagUnknown: h.LagUnknown, Router: h.Status.String(),
+			Reads: reads[h.Name], ApplyDelayMS: h.ApplyDelay.Milliseconds()}
 		if i == 0 {
-			role = "primary"
+			n.Role = "primary"
 		}
-		pos := "–"
 		if h.Up {
-			pos = dbrouter.FormatLSN(h.Position)
+			n.Position = dbrouter.FormatLSN(h.Position)
 		}
-		st.Nodes = append(st.Nodes, nodeState{Name: h.Name, Role: role, Up: h.Up, Paused: h.Paused, Position: pos,
-			LagBytes: h.LagBytes, LagSeconds: h.Lag.Seconds(), Router: h.Status.String(), Reads: reads[h.Name]})
+		since, known := s.history.pausedSince(h.Name)
+		n.Replay, n.ApplyDelay, n.Behind, n.GetsReads = nodeWords(h, i == 0, since, known, now)
+		st.Nodes = append(st.Nodes, n)
 	}
 	return st
 }
 
+// nodeWords says a node's state in words for the lab: its replay, its
+// configured apply delay, how far behind the primary it is, and whether
+// the router sends it reads.
+func nodeWords(h dbrouter.Health, primary bool, pausedSince time.Time, sinceKnown bool, now time.Time) (replay, delay, behind, gets string) {
+	gets = "yes"
+	switch h.Status {
+	case dbrouter.Down:
+		gets = "no: stopped or unreachable"
+	case dbrouter.NotReplica:
+		gets = "no: it is not replaying WAL (promoted?)"
+		if primary {
+			gets = "no: it is in recovery (a replica), so it takes no writes"
+		}
+	case dbrouter.Lagging:
+		gets = "no: too far behind (past the router's lag limit)"
+		if h.LagUnknown {
+			gets = "no: how far behind it is in time is not known yet"
+		}
+	}
+	if !h.Up {
+		return "stopped or unreachable", "–", "–", gets
+	}
+	if primary {
+		return "writes the WAL", "", "– (the reference)", gets
+	}
+	if !h.InRecovery {
+		return "not replaying: not a replica", "–", "–", gets
+	}
+	replay = "replaying"
+	if h.Paused {
+		replay = "paused"
+		if sinceKnown {
+			replay = fmt.Sprintf("paused since %s (for %s)", pausedSince.Format("15:04:05"), roughly(now.Sub(pausedSince)))
+		}
+		if h.PauseState == "pause requested" {
+			replay += " — pause requested, takes effect at the next WAL record"
+		}
+	}
+	delay = "no apply delay"
+	if h.ApplyDelay > 0 {
+		delay = "apply delay " + seconds(h.ApplyDelay) + " (configured)"
+	}
+	switch {
+	case h.LagUnknown:
+		behind = fmt.Sprintf("behind by %d bytes; for how long is unknown (the replica is behind the first position the app saw on the primary)", h.LagBytes)
+	case h.LagBytes == 0:
+		behind = "caught up: 0 bytes behind"
+	default:
+		behind = fmt.Sprintf("behind by %d bytes and %.1f s", h.LagBytes, h.Lag.Seconds())
+	}
+	return replay, delay, behind, gets
+}
+
+// seconds writes a delay or lag for people: "5 s", "2.5 s", "300 ms".
+func seconds(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("%d ms", d.Milliseconds())
+	case d%time.Second == 0:
+		return fmt.Sprintf("%d s", d/time.Second)
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
+}
+
+// roughly writes a span to the second: "42 s", "3 min 5 s", "2 h 10 min".
+func roughly(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%d s", d/time.Second)
+	case d < time.Hour:
+		return fmt.Sprintf("%d min %d s", d/time.Minute, (d%time.Minute)/time.Second)
+	}
+	return fmt.Sprintf("%d h %d min", d/time.Hour, (d%time.Hour)/time.Minute)
+}
+
+// labPage is the lab: the scenarios, the replicas, the strategies and
+// what they guarantee, and the viewer's own recent requests.
 type labPage struct {
 	State      labState
-	Strategies []dbrouter.Strategy
+	Scenarios  []scenarioView
+	Facts      []strategyFacts
+	Choices    []dbrouter.Strategy
+	Default    string // the strategy "Reset lab" returns to
+	ForYou     string // the strategy in force for the viewer
+	Own        bool   // ForYou is the viewer's own choice
+	Chosen     string // the viewer's stored choice, "" for none (shown even while choosing is off)
+	AllowOwn   bool
+	SignedIn   bool
 	Admin      bool
 	Levers     bool
+	CausalWait string
+	Recent     timeline
 }
 
 // handleLab shows the lab: everyone can look, admins change things. It is
 // a page about the cluster: its own reads go to the tracker, not through
 // the router.
 func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
 	u := currentUser(r)
-	s.render(w, r, http.StatusOK, "lab.html", labPage{
-		State: s.labState(), Strategies: dbrouter.Strategies(), Admin: u != nil && u.IsAdmin, Levers: s.levers != nil,
-	})
+	choices := dbrouter.Strategies()
+	page := labPage{
+		State: s.labState(), Scenarios: s.scenarioViews(), Facts: strategyTable(choices, s.router.CausalWait(), s.router.TimedDelay()),
+		Choices: choices, Default: s.defaultStrategy.String(), ForYou: s.router.StrategyFor(ctx).String(),
+		Chosen: s.sessions.GetString(ctx, keyStrategy), AllowOwn: s.allowOwn.Load(),
+		SignedIn: u != nil, Admin: u != nil && u.IsAdmin, Levers: s.levers != nil, CausalWait: seconds(s.router.CausalWait()),
+	}
+	page.Own = page.AllowOwn && page.Chosen != ""
+	if st := dbrouter.StateFrom(ctx); st != nil {
+		page.Recent = buildTimeline(s.recent.last(st.Session), time.Now())
+	}
+	s.render(w, r, http.StatusOK, "lab.html", page)
 }
 
 // handleLabState is the lab's live data, polled every second.
@@ -175,7 +344,11 @@ func (s *Server) handleLabStrategy(w http.ResponseWriter, r *http.Request) {
 	}
 	s.router.SetStrategy(strategy)
 	s.log.InfoContext(r.Context(), "strategy switched", "strategy", strategy.String(), "by", currentUser(r).Username)
-	s.flash(w, fmt.Sprintf("Reads now use the %s strategy — for every user of this app instance.", strategy))
+	msg := fmt.Sprintf("Reads now use the %s strategy — for every user of this app instance.", strategy)
+	if s.allowOwn.Load() {
+		msg = fmt.Sprintf("Reads now use the %s strategy — for every user of this app instance who has not chosen their own.", strategy)
+	}
+	s.flash(w, msg)
 	http.Redirect(w, r, "/lab", http.StatusSeeOther)
 }
 
@@ -188,9 +361,12 @@ func (s *Server) handleLabLever(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	node, action := chi.URLParam(r, "node"), chi.URLParam(r, "action")
+	var before dbrouter.Health // what the router knew of the replica before the lever
 	known := false
-	for _, n := range s.router.Replicas() {
-		known = known || n.Name == node
+	for _, h := range s.router.Health()[1:] {
+		if h.Name == node {
+			known, before = true, h
+		}
 	}
 	if !known {
 		s.serverError(w, r, problem(http.StatusNotFound, "There is no replica named "+strconv.Quote(node)+"."))
@@ -227,6 +403,10 @@ func (s *Server) handleLabLever(w http.ResponseWriter, r *http.Request) {
 		s.log.WarnContext(ctx, "lever failed", "node", node, "action", action, "err", err)
 		s.serverError(w, r, problem(http.StatusConflict, "That did not work: "+err.Error()))
 		return
+	}
+	switch action {
+	case "pause", "resume":
+		s.history.paused(node, action == "pause", before.Paused, time.Now())
 	}
 	s.log.InfoContext(ctx, "lever pulled", "node", node, "action", action, "by", currentUser(r).Username)
 	s.flash(w, msg)

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -19,20 +20,25 @@ import (
 func newLabApp(t *testing.T) (*testApp, *client) {
 	t.Helper()
 	a := startApp(t, dbrouter.Causal, testcluster.Get(t))
-	st := a.store
-	name := "admin_" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
+	return a, a.admin(t)
+}
+
+// admin creates an admin account and returns a client signed in as it.
+func (a *testApp) admin(t *testing.T) *client {
+	t.Helper()
+	name := fmt.Sprintf("admin_%d_%d", time.Now().UnixNano()%1e9, userSeq.Add(1))
 	hash, err := server.HashPassword("correct horse")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.CreateUser(context.Background(), name, "Lab Admin", hash, true); err != nil {
+	if _, err := a.store.CreateUser(context.Background(), name, "Lab Admin", hash, true); err != nil {
 		t.Fatal(err)
 	}
 	admin := a.client(t)
 	if r := admin.login(name); r.status != http.StatusSeeOther {
 		t.Fatalf("admin login: %d", r.status)
 	}
-	return a, admin
+	return admin
 }
 
 func TestLabEveryoneLooksAdminsChange(t *testing.T) {

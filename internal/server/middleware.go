@@ -91,7 +91,32 @@ const (
 	keyUserID   = "userID"
 	keyUsername = "username"
 	keyAdmin    = "admin"
+	keyStrategy = "strategy" // the strategy the user chose for their own session, when allowed
 )
+
+// keepSQL makes a page's trace keep each read's SQL, the session lookup's
+// included, for the panel that explains how the page was read.
+func keepSQL(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dbrouter.TraceFrom(r.Context()).KeepSQL()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ownStrategy applies the strategy the session chose for itself, when the
+// lab allows sessions to choose.
+func (s *Server) ownStrategy(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.allowOwn.Load() {
+			if name := s.sessions.GetString(r.Context(), keyStrategy); name != "" {
+				if st, err := dbrouter.ParseStrategy(name); err == nil {
+					r = r.WithContext(dbrouter.WithStrategy(r.Context(), st))
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // authenticate puts the signed-in user, if any, in the context.
 func (s *Server) authenticate(next http.Handler) http.Handler {

@@ -6,7 +6,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
-	"strings"
+	"slices"
 	"time"
 
 	"quest/internal/dbrouter"
@@ -18,8 +18,8 @@ type view struct {
 	User     *sessionUser
 	Outage   bool // no database node answers: who is signed in is not known
 	Flash    string
-	Stale    bool   // some read may be stale: the primary is unreachable
-	Served   string // the footer: which nodes served this page, and why
+	Stale    bool      // some read may be stale: the primary is unreachable
+	Reads    pageReads // the panel: how this page was read
 	Strategy string
 	Data     any
 }
@@ -60,7 +60,15 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 	if e, ok := data.(errorPage); ok && e.Outage {
 		v.Outage = true
 	}
-	v.Served, v.Stale = footer(dbrouter.TraceFrom(r.Context()), v.Strategy)
+	trace := dbrouter.TraceFrom(r.Context())
+	strategy := s.router.StrategyFor(r.Context())
+	v.Strategy = strategy.String()
+	v.Stale = trace.Stale()
+	v.Reads = explain(trace, strategy, s.router.CausalWait())
+	v.Reads.Own = strategy != s.router.Strategy()
+	if st := dbrouter.StateFrom(r.Context()); st != nil && r.Method == http.MethodGet {
+		s.recent.add(st.Session, recentRequest{At: time.Now(), Path: r.URL.Path, Reads: slices.Clone(v.Reads.Reads)})
+	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "base", v); err != nil {
 		s.log.ErrorContext(r.Context(), "render", slog.String("page", page), slog.Any("err", err))
@@ -70,39 +78,6 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	buf.WriteTo(w)
-}
-
-// footer says in words which nodes served the request's reads, e.g.
-// "served by replica2 · 1.2 s behind · sticky".
-func footer(t *dbrouter.Trace, strategy string) (text string, stale bool) {
-	var parts []string
-	seen := map[string]bool{}
-	for _, d := range t.Decisions() {
-		if d.Write {
-			continue
-		}
-		stale = stale || d.Reason == dbrouter.ReasonStale
-		if seen[d.Node] {
-			continue
-		}
-		seen[d.Node] = true
-		p := d.Node
-		if d.Node != "primary" {
-			p += fmt.Sprintf(" · %.1f s behind", d.Lag.Seconds())
-		}
-		p += " · " + d.Reason.String()
-		if d.Wait > 0 {
-			p += fmt.Sprintf(" after %.1f ms", float64(d.Wait.Microseconds())/1000)
-		}
-		if d.Strategy.String() != strategy { // the session lookup, always causal
-			p += " (" + d.Strategy.String() + ")"
-		}
-		parts = append(parts, p)
-	}
-	if len(parts) == 0 {
-		return "no database read · strategy " + strategy, stale
-	}
-	return "served by " + strings.Join(parts, "; ") + " · strategy " + strategy, stale
 }
 
 type errorPage struct {

@@ -26,12 +26,16 @@ func (s *Server) routes() http.Handler {
 	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
 	r.Get("/lab/state", s.handleLabState)
 
-	// Pages: cross-origin protection on every state-changing request, then
-	// the session (scs saves it on the first write), then who is signed in.
+	// Pages: their reads keep their SQL for the panel; cross-origin
+	// protection on every state-changing request, then the session (scs
+	// saves it on the first write), then who is signed in, then the
+	// strategy they chose for their own session, if the lab allows it.
 	r.Group(func(r chi.Router) {
+		r.Use(keepSQL)
 		r.Use(s.crossOrigin.Handler)
 		r.Use(s.sessions.LoadAndSave)
 		r.Use(s.authenticate)
+		r.Use(s.ownStrategy)
 
 		r.Get("/", s.handleHome)
 		r.Get("/signup", s.handleSignup)
@@ -45,10 +49,15 @@ func (s *Server) routes() http.Handler {
 		r.Get("/forum/{id}", s.handleThread)
 		r.Get("/status", s.handleStatus)
 		r.Get("/lab", s.handleLab)
+		r.With(s.requireLogin).Post("/lab/own-strategy", s.handleLabOwnStrategy)
+		r.Get("/glossary", s.handleGlossary)
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireAdmin)
 			r.Post("/lab/strategy", s.handleLabStrategy)
 			r.Post("/lab/replicas/{node}/{action}", s.handleLabLever)
+			r.Post("/lab/scenarios/{scenario}", s.handleLabSetup)
+			r.Post("/lab/reset", s.handleLabReset)
+			r.Post("/lab/allow-own", s.handleLabAllowOwn)
 		})
 
 		r.Group(func(r chi.Router) {

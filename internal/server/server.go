@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/alexedwards/scs/v2"
@@ -52,7 +53,14 @@ type Server struct {
 	crossOrigin *http.CrossOriginProtection
 	levers      Levers
 	history     history
+	recent      recentLog // each session's last page views, for the lab
 	metrics     *metrics
+
+	// defaultStrategy is the strategy in force at start, which the lab's
+	// reset returns to; allowOwn lets each signed-in user pick a strategy
+	// for their own session on /lab.
+	defaultStrategy dbrouter.Strategy
+	allowOwn        atomic.Bool
 
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup
@@ -89,6 +97,8 @@ func New(cfg Config) (*Server, error) {
 		pages:  pages,
 		logins: newLoginLimiter(5, cfg.LoginsPerMinutePerAddr),
 		levers: cfg.Levers,
+
+		defaultStrategy: cfg.Router.Strategy(),
 	}
 	s.metrics = newMetrics(cfg.Router)
 	sm := scs.New()

@@ -177,12 +177,12 @@ func TestPagesAndServedBy(t *testing.T) {
 		}
 	}
 	r := c.get("/catalog")
-	want(t, r, http.StatusOK, "Luke&#39;s green lightsaber", "Kylo Ren&#39;s crossguard", "served by ")
+	want(t, r, http.StatusOK, "Luke&#39;s green lightsaber", "Kylo Ren&#39;s crossguard", "How this page was read:")
 	if h := r.header.Get("X-Quest-Served-By"); !strings.HasPrefix(h, "replica") {
 		t.Fatalf("the catalog under causal was served by %q, want a replica", h)
 	}
 	if !strings.Contains(r.body, "· strategy causal</span>") {
-		t.Fatal("the footer does not name the strategy")
+		t.Fatal("the panel does not name the strategy")
 	}
 }
 

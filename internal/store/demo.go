@@ -32,6 +32,10 @@ var demoComments = []struct{ author, body string }{
 	{"han", "There's nothing wrong with the site ya geezer"},
 }
 
+// ErrNoDemoUsers is returned when the seeded users the demo data belongs
+// to are missing: `quest seed` creates them.
+var ErrNoDemoUsers = errors.New("the demo users are missing: run quest seed first")
+
 // SeedDemoForum writes the article's thread and its comments, by the
 // seeded users, in one transaction.
 func (s *Store) SeedDemoForum(ctx context.Context) error {
@@ -43,7 +47,7 @@ func seedForum(ctx context.Context, tx pgx.Tx) error {
 		var id int64
 		err := tx.QueryRow(ctx, `SELECT id FROM users WHERE username = $1`, username).Scan(&id)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return 0, fmt.Errorf("demo user %s is missing: run quest seed", username)
+			return 0, fmt.Errorf("%w (no %s)", ErrNoDemoUsers, username)
 		}
 		return id, err
 	}

@@ -1,5 +1,7 @@
 // The lag lab's live panel: polls /lab/state every second, updates the
-// node table and draws two small SVG charts. No external resources.
+// replica table with the server's words and draws two small SVG charts.
+// It never touches a form, so a delay being typed is not overwritten.
+// No external resources.
 (function () {
   "use strict";
   const colors = { primary: "#2563eb", replica1: "#16a34a", replica2: "#d97706", replica3: "#9333ea", replica4: "#db2777" };
@@ -73,13 +75,11 @@
       const row = document.querySelector('tr[data-node="' + n.name + '"]');
       if (!row) return;
       const set = (f, v) => { const c = row.querySelector('[data-field="' + f + '"]'); if (c) c.textContent = v; };
-      set("up", n.up ? "up" : "down");
-      if (n.role === "replica") {
-        set("paused", n.paused ? "paused" : "replaying");
-        set("lag", n.lag_bytes + " B · " + n.lag_seconds.toFixed(2) + " s");
-      }
+      set("replay", n.replay);
+      set("delay", n.apply_delay);
+      set("behind", n.behind);
       set("position", n.position);
-      set("router", n.router);
+      set("gets", n.gets_reads);
       set("reads", n.reads);
     });
     drawLag(document.getElementById("lag-chart"), st.history);
