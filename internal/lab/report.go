@@ -231,7 +231,7 @@ func (r *FaultResult) Markdown(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %d | %d | %s | %s | %s |\n", row.Scenario, row.Requests, row.Failed,
 			row.ReadOnly, row.Stale, row.Anomalies, row.Acked, row.Lost, ms(row.P50, 1), ms(row.P99, 1), strings.Join(notes, "; "))
 	}
-	fmt.Fprintf(w, "\nEvery scenario under the causal strategy, users adding to their wishlists and re-reading them, re-reading a thread a writer appends to. Failed: 5xx other than the read-only page, transport errors, users signed out. Stale reads: pages served with the staleness banner (the primary down and no replica fresh enough); anomalies: read-your-writes or monotonic failures on pages served without it. Run took %s on %s.\n",
+	fmt.Fprintf(w, "\nEvery scenario under the causal strategy, users adding to their wishlists and re-reading them, re-reading a thread a writer appends to. Failed: 5xx other than the read-only page and the “may have been saved” page (a COMMIT whose answer was lost; counted in the notes), transport errors, users signed out. Stale reads: pages served with the staleness banner (the primary down and no replica fresh enough); anomalies: read-your-writes or monotonic failures on pages served without it. Run took %s on %s.\n",
 		r.Elapsed.Round(time.Second), r.Machine)
 }
 
