@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"quest/internal/cluster"
-	"quest/internal/dbrouter"
 )
 
 // clusterAction is one action of quest cluster: what it takes and what it
@@ -25,16 +24,18 @@ type clusterAction struct {
 }
 
 var clusterActions = []clusterAction{
-	{"up", nil, "[--replicas N] [--port P] [--user U] [--pg-bin D]", "start (or reuse) the leader and N followers"},
+	{"up", nil, "[--ha [--sync]] [--replicas N] [--port P] [--user U] [--pg-bin D]", "start (or reuse) the leader and N followers; --ha: a Patroni cluster"},
 	{"down", nil, "[--purge]", "stop every server; --purge also deletes the data"},
 	{"status", nil, "", "nodes, roles, replay state and pg_stat_replication"},
-	{"env", nil, "", "DATABASE_URL and REPLICA_URLS lines for a shell"},
+	{"env", nil, "", "DATABASE_URL and REPLICA_URLS lines for a shell (HA: and QUEST_PATRONI_URL)"},
 	{"pause", []string{"REPLICA"}, "", "pause WAL replay on a replica"},
 	{"resume", []string{"REPLICA"}, "", "resume WAL replay on a replica"},
 	{"delay", []string{"REPLICA", "DURATION"}, "", "set a replica's apply delay: 5s or 5000ms; 0 removes it"},
 	{"stop", []string{"NODE"}, "[--immediate]", "stop one node (fast, or immediate as in a crash)"},
-	{"start", []string{"NODE"}, "", "start a stopped node"},
+	{"start", []string{"NODE"}, "", "start a stopped node (HA: its Patroni; a failed member rejoins as a replica)"},
 	{"kill", []string{"NODE"}, "", "SIGKILL a node's postmaster"},
+	{"switchover", nil, "[--to MEMBER]", "HA: hand the leader's role to a replica, planned (Patroni's REST API)"},
+	{"fail", []string{"NODE"}, "[--no-wait]", "HA: crash a member (leader, or its name): SIGKILL its Patroni and PostgreSQL"},
 	{"sweep", []string{"DIR"}, "", "stop and purge every cluster under DIR (test clean-up)"},
 }
 
@@ -59,6 +60,8 @@ func clusterUsage() string {
 Every action but sweep takes --dir D, the state directory (default
 .quest/cluster at the repository root, or $QUEST_DIR). Nodes are leader
 (or primary), replica1, replica2, …; a REPLICA is one of the replicas.
+In an HA cluster (up --ha: etcd and Patroni) they are node1, node2, …,
+leader names the member that leads now, and the replicas are the others.
 Flags may come before or after the arguments. Run "quest cluster ACTION -h"
 for an action's flags.
 `)
@@ -93,18 +96,25 @@ func (e environment) cluster(ctx context.Context, args []string) error {
 	dir := &cfg.StateDir
 	var (
 		replicas, port   int
-		user             string
+		user, to         string
 		purge, immediate bool
+		ha, sync, noWait bool
 	)
 	switch a.name {
 	case "up":
+		fs.BoolVar(&ha, "ha", false, "a Patroni cluster: etcd and 1+N PostgreSQL members (node1, …) run by Patroni,\nwith failover, switchover and rewind (docs/ha.md)")
+		fs.BoolVar(&sync, "sync", false, "with --ha: Patroni's synchronous_mode (a commit waits for one replica)")
 		fs.IntVar(&replicas, "replicas", 2, "number of followers")
-		fs.IntVar(&port, "port", cluster.DefaultPort, "the leader's port; the followers take the next ones; 0 picks free ports.\nA cluster that exists keeps its ports (quest cluster down --purge first to change them)")
+		fs.IntVar(&port, "port", cluster.DefaultPort, "the leader's port; the followers take the next ones; 0 picks free ports.\nWith --ha: node1's, the other members the next ones, Patroni's REST APIs from P+10, etcd on P+20 and P+21.\nA cluster that exists keeps its ports (quest cluster down --purge first to change them)")
 		fs.StringVar(&user, "user", "", "OS user for the servers when run as root (default postgres, else a quest-pg user is created)")
 	case "down":
 		fs.BoolVar(&purge, "purge", false, "also delete the state and data directories")
 	case "stop":
 		fs.BoolVar(&immediate, "immediate", false, "immediate shutdown, as in a crash")
+	case "switchover":
+		fs.StringVar(&to, "to", "", "the member to lead (default: the synchronous standby, else the replica least behind)")
+	case "fail":
+		fs.BoolVar(&noWait, "no-wait", false, "return at once instead of waiting for Patroni to promote a replica")
 	}
 	pos, err := parse(fs, args[1:])
 	if err != nil {
@@ -119,10 +129,13 @@ func (e environment) cluster(ctx context.Context, args []string) error {
 
 	switch a.name {
 	case "up":
+		if sync && !ha {
+			return usagef("cluster up: --sync is Patroni's synchronous_mode and needs --ha")
+		}
 		if err := e.resolve(&cfg); err != nil {
 			return err
 		}
-		return e.clusterUp(ctx, cluster.Config{Dir: *dir, Replicas: replicas, Port: port, User: user, BinDir: cfg.PGBin, Log: e.stdout})
+		return e.clusterUp(ctx, cluster.Config{Dir: *dir, Replicas: replicas, Port: port, User: user, BinDir: cfg.PGBin, Log: e.stdout, HA: ha, Sync: sync})
 	case "sweep":
 		count, err := cluster.Sweep(ctx, pos[0])
 		if count > 0 {
@@ -154,6 +167,9 @@ func (e environment) cluster(ctx context.Context, args []string) error {
 	case "env":
 		fmt.Fprintf(e.stdout, "DATABASE_URL='%s'\n", c.PrimaryURL())
 		fmt.Fprintf(e.stdout, "REPLICA_URLS='%s'\n", strings.Join(c.ReplicaURLs(), ","))
+		if c.HA() {
+			fmt.Fprintf(e.stdout, "QUEST_PATRONI_URL='%s'\n", strings.Join(c.PatroniURLs(), ","))
+		}
 		return nil
 	case "pause":
 		return e.done(c.Pause(ctx, pos[0]), "replay paused on %s", pos[0])
@@ -167,6 +183,11 @@ func (e environment) cluster(ctx context.Context, args []string) error {
 		return e.done(c.Start(ctx, pos[0]), "%s running", pos[0])
 	case "kill":
 		return e.done(c.Kill(ctx, pos[0]), "%s killed", pos[0])
+	case "switchover":
+		_, _, err := c.Switchover(ctx, to)
+		return err
+	case "fail":
+		return e.clusterFail(ctx, c, pos[0], noWait)
 	}
 	return nil
 }
@@ -237,17 +258,41 @@ func (e environment) clusterUp(ctx context.Context, cfg cluster.Config) error {
 	}
 	abs, _ := filepath.Abs(cfg.Dir)
 	nodes := c.Nodes()
-	if len(nodes)-1 != cfg.Replicas || (cfg.Port != 0 && nodes[0].Port != cfg.Port) {
+	base := nodes[0].Port // the leader's, or an HA cluster's node1's: the lowest
+	for _, n := range nodes {
+		base = min(base, n.Port)
+	}
+	if c.HA() && !cfg.HA {
+		fmt.Fprintf(e.stdout, "note: the cluster in %s is an HA cluster (Patroni) and stays one\n", abs)
+	}
+	if len(nodes)-1 != cfg.Replicas || (cfg.Port != 0 && base != cfg.Port) {
 		purge := "quest cluster down --purge --dir " + abs
 		if def, _ := filepath.Abs(e.defaultStateDir()); def == abs {
 			purge = "make purge, or quest cluster down --purge" // make purge works on the default dir
 		}
-		fmt.Fprintf(e.stdout, "note: the cluster in %s already exists and keeps its %d replicas and its ports (leader %d); to change them, delete it first: %s\n",
-			abs, len(nodes)-1, nodes[0].Port, purge)
+		first := "leader"
+		if c.HA() {
+			first = cluster.MemberName(1)
+		}
+		fmt.Fprintf(e.stdout, "note: the cluster in %s already exists and keeps its %d replicas and its ports (%s %d); to change them, delete it first: %s\n",
+			abs, len(nodes)-1, first, base, purge)
 	}
-	for _, n := range nodes {
-		fmt.Fprintf(e.stdout, "  %-9s 127.0.0.1:%d\n", n.Name, n.Port)
+	if !c.HA() {
+		for _, n := range nodes {
+			fmt.Fprintf(e.stdout, "  %-9s 127.0.0.1:%d\n", n.Name, n.Port)
+		}
+		return nil
 	}
+	api := c.PatroniURLs()
+	for _, n := range c.Nodes() {
+		role := "replica"
+		if n.Leader() {
+			role = "leader"
+		}
+		fmt.Fprintf(e.stdout, "  %-6s %-8s 127.0.0.1:%d\n", n.Name, role, n.Port)
+	}
+	etcd, _ := c.Etcd()
+	fmt.Fprintf(e.stdout, "  Patroni REST APIs %s; etcd %s\n", strings.Join(api, ", "), etcd)
 	return nil
 }
 
@@ -257,49 +302,5 @@ func (e environment) done(err error, format string, args ...any) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, format+"\n", args...)
-	return nil
-}
-
-// clusterStatus prints each node's process state, what the node says of
-// itself, and the leader's pg_stat_replication.
-func (e environment) clusterStatus(ctx context.Context, c *cluster.Cluster) error {
-	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), MaxConns: 2})
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	view := r.Inspect()
-	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tPORT\tPID\tSTATE\tROLE\tPOSITION\tREPLAY\tAPPLY DELAY")
-	for i, p := range c.Processes() {
-		info := view.Nodes[i]
-		state, pid, pos, replay, delay := "down", "-", "-", "-", "-"
-		if p.Up {
-			state, pid = "up", strconv.Itoa(p.PID)
-		}
-		if info.Reachable {
-			pos, delay = info.Position, info.ApplyDelay.String()
-			if info.InRecovery {
-				replay = info.PauseState
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Port, pid, state, info.Role(), pos, replay, delay)
-	}
-	tw.Flush()
-	fmt.Fprintln(e.stdout, "\npg_stat_replication on the leader:")
-	switch {
-	case view.ReplErr != "":
-		first, _, _ := strings.Cut(view.ReplErr, "\n")
-		fmt.Fprintf(e.stdout, "  (not available: %s)\n", first)
-	case len(view.Replication) == 0:
-		fmt.Fprintln(e.stdout, "  (no follower connected)")
-	default:
-		tw = tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "PID\tUSENAME\tAPPLICATION_NAME\tSTATE\tSYNC_STATE\tREPLAY LAG (BYTES)\tREPLAY LAG (S)")
-		for _, r := range view.Replication {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%.3f\n", r.PID, r.User, r.AppName, r.State, r.SyncState, r.LagBytes, r.LagSeconds)
-		}
-		tw.Flush()
-	}
 	return nil
 }

@@ -4,6 +4,10 @@
 // start a node). It is what `quest cluster` and every test that needs a
 // real cluster use.
 //
+// With Config.HA it makes a Patroni cluster instead — etcd and members run
+// by Patroni, which fails over, switches over and rewinds (ha.go) — and
+// the same handle, its levers and its URLs follow Patroni's leader.
+//
 // A cluster lives in a state directory holding cluster.json: the nodes,
 // their ports and data directories, the postmasters' pids and the roles'
 // generated passwords. When the servers must run as another OS user than
@@ -13,6 +17,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -55,6 +60,11 @@ type Config struct {
 	BinDir   string    // PostgreSQL bin directory; "" searches with Search
 	Search   Search    // where to look for the binaries when BinDir is empty
 	Log      io.Writer // progress lines; nil discards them
+
+	// HA makes a Patroni cluster instead: one etcd member and Replicas+1
+	// PostgreSQL members, node1, node2, …, each run by its Patroni (ha.go).
+	HA   bool
+	Sync bool // with HA: bootstrap with Patroni's synchronous_mode on
 }
 
 // Node is one server of the cluster.
@@ -63,10 +73,15 @@ type Node struct {
 	Port    int    `json:"port"`
 	DataDir string `json:"data_dir"`
 	PID     int    `json:"pid"` // last postmaster pid seen
+
+	// Role is a Patroni member's role when last asked (RoleLeader,
+	// RoleReplica, RoleSyncStandby); empty on a plain cluster.
+	Role string `json:"role,omitempty"`
 }
 
-// Leader reports whether the node was created as the leader.
-func (n Node) Leader() bool { return n.Name == LeaderName }
+// Leader reports whether the node was created as the leader or, in a
+// Patroni cluster, led when last asked.
+func (n Node) Leader() bool { return n.Name == LeaderName || n.Role == RoleLeader }
 
 // ReplicaName is the name of the i-th follower (from 1): "replica1". The
 // launcher, the compose file, the replica URLs (application_name) and so
@@ -90,7 +105,8 @@ type state struct {
 	DataRoot  string    `json:"data_root"`
 	SocketDir string    `json:"socket_dir"`
 	Passwords passwords `json:"passwords"`
-	Nodes     []Node    `json:"nodes"`
+	Nodes     []Node    `json:"nodes"` // a Patroni cluster's: the last known leader first
+	HA        *haState  `json:"ha,omitempty"`
 }
 
 // Cluster is a handle on a cluster recorded in a state directory.
@@ -122,7 +138,15 @@ func Open(dir string) (*Cluster, error) {
 	if err := json.Unmarshal(b, &st); err != nil || st.Format != stateFormat || len(st.Nodes) == 0 {
 		return nil, fmt.Errorf("%s: %s is not a Quest cluster file", abs, stateFile)
 	}
-	return &Cluster{dir: abs, st: st, log: io.Discard}, nil
+	c := &Cluster{dir: abs, st: st, log: io.Discard}
+	if st.HA != nil {
+		// Ask Patroni who leads now, so that PrimaryURL and ReplicaURLs
+		// follow a failover; without an answer the last known roles stay.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		c.refreshRoles(ctx)
+	}
+	return c, nil
 }
 
 // SetLog sends progress lines to w.
@@ -139,10 +163,18 @@ func (c *Cluster) Dir() string { return c.dir }
 // Nodes returns the nodes, leader first.
 func (c *Cluster) Nodes() []Node { return append([]Node(nil), c.st.Nodes...) }
 
-// Node returns the named node. "primary" is accepted for the leader.
+// Node returns the named node. "primary" is accepted for the leader; in a
+// Patroni cluster "leader" and "primary" name the member that led when
+// last asked.
 func (c *Cluster) Node(name string) (Node, error) {
 	if name == "primary" {
 		name = LeaderName
+	}
+	if c.st.HA != nil && name == LeaderName {
+		if n := c.st.Nodes[0]; n.Leader() {
+			return n, nil
+		}
+		return Node{}, fmt.Errorf("no member leads %s now (a failover under way?); see quest cluster status", c.dir)
 	}
 	names := make([]string, 0, len(c.st.Nodes))
 	for _, n := range c.st.Nodes {

@@ -39,6 +39,9 @@ func (c *Cluster) Down(ctx context.Context, purge bool) error {
 }
 
 func (c *Cluster) stopAll(ctx context.Context, immediate bool) error {
+	if c.st.HA != nil {
+		return c.haStopAll(ctx)
+	}
 	var errs []error
 	for i := len(c.st.Nodes) - 1; i >= 0; i-- {
 		if err := c.stopNode(ctx, c.st.Nodes[i], immediate); err != nil {

@@ -29,12 +29,18 @@ const MaxDelay = time.Hour
 
 // SetDelay sets a replica's recovery_min_apply_delay without a restart; 0
 // removes it. It returns once the new value is in force: pg_reload_conf()
-// only signals the servers.
+// only signals the servers. On a Patroni member the member's Patroni is
+// told the delay first, or it would undo it (keepDelay).
 func (c *Cluster) SetDelay(ctx context.Context, name string, d time.Duration) error {
 	if d < 0 || d > MaxDelay {
 		return fmt.Errorf("delay %s out of range; use 0 to %s", d, MaxDelay)
 	}
 	ms := d.Milliseconds()
+	if c.st.HA != nil {
+		if err := c.keepDelay(ctx, name, ms); err != nil {
+			return err
+		}
+	}
 	set := fmt.Sprintf("ALTER SYSTEM SET recovery_min_apply_delay = '%dms'", ms)
 	if err := c.onReplica(ctx, name, "set the apply delay of", set, `SELECT pg_reload_conf()`); err != nil {
 		return err
@@ -93,18 +99,23 @@ func (c *Cluster) replicaNames() []string {
 
 // Stop stops a node: a fast shutdown (the leader's walsenders first ship
 // what was committed), or an immediate one that skips the shutdown
-// checkpoint as a crash would.
+// checkpoint as a crash would. A Patroni member's Patroni stops too, first:
+// it would start PostgreSQL again (see stopMember).
 func (c *Cluster) Stop(ctx context.Context, name string, immediate bool) error {
 	n, err := c.Node(name)
 	if err != nil {
 		return err
+	}
+	if c.st.HA != nil {
+		return c.haStop(ctx, n, immediate)
 	}
 	return c.stopNode(ctx, n, immediate)
 }
 
 // Kill sends SIGKILL to a node's postmaster, the harshest crash. Its
 // children notice the postmaster's death and exit on their own; Start waits
-// for them.
+// for them. A Patroni member's Patroni starts it again by itself: a crash
+// of PostgreSQL, not of the host (for that, see Fail).
 func (c *Cluster) Kill(ctx context.Context, name string) error {
 	n, err := c.Node(name)
 	if err != nil {
@@ -121,8 +132,13 @@ func (c *Cluster) Kill(ctx context.Context, name string) error {
 }
 
 // Start starts a stopped node once its old postmaster is gone. Starting a
-// running node does nothing.
+// running node does nothing. For a Patroni member it starts the member's
+// Patroni, which rewinds a crashed member and rejoins it as a replica (see
+// startMember).
 func (c *Cluster) Start(ctx context.Context, name string) error {
+	if c.st.HA != nil {
+		return c.startMember(ctx, name)
+	}
 	n, err := c.Node(name)
 	if err != nil {
 		return err

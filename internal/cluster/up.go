@@ -40,7 +40,13 @@ func Up(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
+	if cfg.Sync && !cfg.HA {
+		return nil, errors.New("--sync is Patroni's synchronous_mode: it needs --ha")
+	}
 	c, err := Open(abs)
+	if err == nil && cfg.HA && c.st.HA == nil {
+		return nil, fmt.Errorf("%s holds a plain cluster (leader and followers), not a Patroni one; stop and delete it first (quest cluster down --purge --dir %s), or choose another --dir", abs, cfg.Dir)
+	}
 	switch {
 	case err == nil && c.st.Phase == "ready":
 		c.SetLog(cfg.Log)
@@ -63,6 +69,9 @@ func Up(ctx context.Context, cfg Config) (*Cluster, error) {
 			return nil, fmt.Errorf("%s holds files that are not a Quest cluster (%s, …); choose an empty or new directory with --dir", abs, e.Name())
 		}
 	}
+	if cfg.HA {
+		return createHA(ctx, abs, cfg)
+	}
 	return create(ctx, abs, cfg)
 }
 
@@ -70,22 +79,7 @@ func Up(ctx context.Context, cfg Config) (*Cluster, error) {
 // removes what it made, leaving the state directory as it found it.
 func create(ctx context.Context, abs string, cfg Config) (_ *Cluster, err error) {
 	began := time.Now()
-	bindir := cfg.BinDir
-	if bindir == "" {
-		if bindir, err = FindBinDir(cfg.Search); err != nil {
-			return nil, err
-		}
-	} else if !hasServerTools(bindir) {
-		return nil, fmt.Errorf("%s does not hold the PostgreSQL server programs (%s)", bindir, strings.Join(serverTools, ", "))
-	}
-	version, err := serverVersion(bindir)
-	if err != nil {
-		return nil, err
-	}
-	if version < 14 {
-		return nil, fmt.Errorf("PostgreSQL %d in %s is too old; Quest needs 14 or newer", version, bindir)
-	}
-	u, err := resolveServerUser(ctx, cfg.User)
+	c, version, err := newCluster(ctx, abs, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -93,74 +87,27 @@ func create(ctx context.Context, abs string, cfg Config) (_ *Cluster, err error)
 	if err != nil {
 		return nil, err
 	}
-	dataRoot := dataRootFor(abs, u)
-	sockDir := socketDirFor(abs, dataRoot, u)
-	if n := len(sockDir) + len("/.s.PGSQL.65535.lock"); n > 107 {
-		return nil, fmt.Errorf("socket directory %s is too long for a Unix socket (%d bytes > 107)", sockDir, n)
-	}
-
-	madeDir := false
-	if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
-		madeDir = true
-	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return nil, err
-	}
-	c := &Cluster{dir: abs, log: cfg.Log, st: state{
-		Format:    stateFormat,
-		Phase:     "creating",
-		Created:   time.Now().UTC(),
-		BinDir:    bindir,
-		User:      u,
-		DataRoot:  dataRoot,
-		SocketDir: sockDir,
-		Passwords: passwords{Super: randomSecret(), App: randomSecret(), Repl: randomSecret(), Lever: randomSecret()},
-	}}
 	for i, p := range ports {
 		name := LeaderName
 		if i > 0 {
 			name = ReplicaName(i)
 		}
-		c.st.Nodes = append(c.st.Nodes, Node{Name: name, Port: p, DataDir: filepath.Join(dataRoot, name)})
+		c.st.Nodes = append(c.st.Nodes, Node{Name: name, Port: p, DataDir: filepath.Join(c.st.DataRoot, name)})
 	}
-	if err := c.save(); err != nil {
+	undo, err := c.makeDirs(ctx)
+	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if err == nil {
-			return
-		}
-		// Stop and remove only what this call made.
-		cleanup := context.WithoutCancel(ctx)
-		c.stopAll(cleanup, false)
-		os.RemoveAll(dataRoot)
-		os.RemoveAll(sockDir)
-		os.Remove(filepath.Join(abs, stateFile))
-		if madeDir {
-			os.Remove(abs)
+		if err != nil {
+			// Stop and remove only what this call made.
+			c.stopAll(context.WithoutCancel(ctx), false)
+			undo()
 		}
 	}()
 
-	// A data root left behind by a state dir deleted by hand is ours by
-	// construction (its name is the state dir's hash): stop and clear it.
-	if err := clearStaleRoot(ctx, dataRoot); err != nil {
-		return nil, err
-	}
-	for _, d := range []string{dataRoot, sockDir} {
-		// The parents (/var/lib/quest) must stay traversable by the server user.
-		if err := os.MkdirAll(filepath.Dir(d), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return nil, err
-		}
-		if err := u.chown(d); err != nil {
-			return nil, err
-		}
-	}
-
 	leader := c.st.Nodes[0]
-	c.logf("initdb leader (PostgreSQL %d, %s, as %s)", version, bindir, u.Name)
+	c.logf("initdb leader (PostgreSQL %d, %s, as %s)", version, c.st.BinDir, c.st.User.Name)
 	if err := c.initLeader(ctx, leader); err != nil {
 		return nil, err
 	}
@@ -198,12 +145,107 @@ func create(ctx context.Context, abs string, cfg Config) (_ *Cluster, err error)
 	return c, nil
 }
 
+// newCluster checks what any new cluster in abs needs — PostgreSQL 14 or
+// newer, the OS user the servers run as, a socket path short enough — and
+// returns its handle in phase "creating", with no nodes and nothing written
+// yet, and the server's major version.
+func newCluster(ctx context.Context, abs string, cfg Config) (*Cluster, int, error) {
+	bindir := cfg.BinDir
+	if bindir == "" {
+		var err error
+		if bindir, err = FindBinDir(cfg.Search); err != nil {
+			return nil, 0, err
+		}
+	} else if !hasServerTools(bindir) {
+		return nil, 0, fmt.Errorf("%s does not hold the PostgreSQL server programs (%s)", bindir, strings.Join(serverTools, ", "))
+	}
+	version, err := serverVersion(bindir)
+	if err != nil {
+		return nil, 0, err
+	}
+	if version < 14 {
+		return nil, 0, fmt.Errorf("PostgreSQL %d in %s is too old; Quest needs 14 or newer", version, bindir)
+	}
+	u, err := resolveServerUser(ctx, cfg.User)
+	if err != nil {
+		return nil, 0, err
+	}
+	dataRoot := dataRootFor(abs, u)
+	sockDir := socketDirFor(abs, dataRoot, u)
+	if n := len(sockDir) + len("/.s.PGSQL.65535.lock"); n > 107 {
+		return nil, 0, fmt.Errorf("socket directory %s is too long for a Unix socket (%d bytes > 107)", sockDir, n)
+	}
+	return &Cluster{dir: abs, log: cfg.Log, st: state{
+		Format:    stateFormat,
+		Phase:     "creating",
+		Created:   time.Now().UTC(),
+		BinDir:    bindir,
+		User:      u,
+		DataRoot:  dataRoot,
+		SocketDir: sockDir,
+		Passwords: passwords{Super: randomSecret(), App: randomSecret(), Repl: randomSecret(), Lever: randomSecret()},
+	}}, version, nil
+}
+
+// makeDirs writes cluster.json (phase "creating") into the state directory,
+// making it if need be, and makes the data root and the socket directory
+// for the server user. undo removes what it made; makeDirs calls it itself
+// when it fails.
+func (c *Cluster) makeDirs(ctx context.Context) (undo func(), err error) {
+	madeDir := false
+	if _, err := os.Stat(c.dir); errors.Is(err, os.ErrNotExist) {
+		madeDir = true
+	}
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := c.save(); err != nil {
+		return nil, err
+	}
+	undo = func() {
+		os.RemoveAll(c.st.DataRoot)
+		os.RemoveAll(c.st.SocketDir)
+		os.Remove(filepath.Join(c.dir, stateFile))
+		if madeDir {
+			os.Remove(c.dir)
+		}
+	}
+	defer func() {
+		if err != nil {
+			undo()
+		}
+	}()
+	// A data root left behind by a state dir deleted by hand is ours by
+	// construction (its name is the state dir's hash): stop and clear it.
+	if err := clearStaleRoot(ctx, c.st.DataRoot); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{c.st.DataRoot, c.st.SocketDir} {
+		// The parents (/var/lib/quest) must stay traversable by the server user.
+		if err := os.MkdirAll(filepath.Dir(d), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, err
+		}
+		if err := c.st.User.chown(d); err != nil {
+			return nil, err
+		}
+	}
+	return undo, nil
+}
+
 func clearStaleRoot(ctx context.Context, dataRoot string) error {
 	entries, err := os.ReadDir(dataRoot)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	// An HA cluster's Patroni and etcd run in the data root itself; they go
+	// first, or Patroni would start the postmasters again.
+	if err := killAll(ctx, processesIn(filepath.Clean(dataRoot))); err != nil {
 		return err
 	}
 	for _, e := range entries {
@@ -277,12 +319,16 @@ func (c *Cluster) bootstrap(ctx context.Context, leader Node) error {
 	stmts := []string{
 		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", AppRole, p.App),
 		fmt.Sprintf("GRANT pg_monitor TO %s", AppRole),
-		fmt.Sprintf("CREATE ROLE %s LOGIN REPLICATION PASSWORD '%s'", ReplRole, p.Repl),
+	}
+	if c.st.HA == nil { // Patroni creates the replication role when it bootstraps
+		stmts = append(stmts, fmt.Sprintf("CREATE ROLE %s LOGIN REPLICATION PASSWORD '%s'", ReplRole, p.Repl))
+	}
+	stmts = append(stmts,
 		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", LeverRole, p.Lever),
 		fmt.Sprintf("GRANT pg_monitor TO %s", LeverRole),
 		fmt.Sprintf("GRANT ALTER SYSTEM ON PARAMETER recovery_min_apply_delay TO %s", LeverRole),
 		fmt.Sprintf("CREATE DATABASE %s OWNER %s", Database, AppRole),
-	}
+	)
 	if err := execAll(ctx, conn, stmts); err != nil {
 		return err
 	}
@@ -415,6 +461,9 @@ func (c *Cluster) waitStreaming(ctx context.Context, timeout time.Duration) erro
 
 // startAll starts every node of an existing cluster that is not running.
 func (c *Cluster) startAll(ctx context.Context) error {
+	if c.st.HA != nil {
+		return c.haStartAll(ctx)
+	}
 	started := 0
 	for _, n := range c.st.Nodes {
 		if pid := c.runningPID(n); pid > 0 {
