@@ -258,9 +258,14 @@ func (e environment) clusterUp(ctx context.Context, cfg cluster.Config) error {
 	}
 	abs, _ := filepath.Abs(cfg.Dir)
 	nodes := c.Nodes()
-	base := nodes[0].Port // the leader's, or an HA cluster's node1's: the lowest
-	for _, n := range nodes {
-		base = min(base, n.Port)
+	// The port --port names: the leader's, or an HA cluster's node1's
+	// (whoever leads now).
+	first, base := "leader", nodes[0].Port
+	if c.HA() {
+		first = cluster.MemberName(1)
+		if n, err := c.Node(first); err == nil {
+			base = n.Port
+		}
 	}
 	if c.HA() && !cfg.HA {
 		fmt.Fprintf(e.stdout, "note: the cluster in %s is an HA cluster (Patroni) and stays one\n", abs)
@@ -269,10 +274,6 @@ func (e environment) clusterUp(ctx context.Context, cfg cluster.Config) error {
 		purge := "quest cluster down --purge --dir " + abs
 		if def, _ := filepath.Abs(e.defaultStateDir()); def == abs {
 			purge = "make purge, or quest cluster down --purge" // make purge works on the default dir
-		}
-		first := "leader"
-		if c.HA() {
-			first = cluster.MemberName(1)
 		}
 		fmt.Fprintf(e.stdout, "note: the cluster in %s already exists and keeps its %d replicas and its ports (%s %d); to change them, delete it first: %s\n",
 			abs, len(nodes)-1, first, base, purge)
