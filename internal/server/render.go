@@ -56,14 +56,12 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	v := view{User: currentUser(r), Flash: s.takeFlash(w, r), Strategy: s.router.Strategy().String(), Data: data}
+	trace := dbrouter.TraceFrom(r.Context())
+	strategy := s.router.StrategyFor(r.Context())
+	v := view{User: currentUser(r), Flash: s.takeFlash(w, r), Strategy: strategy.String(), Data: data, Stale: trace.Stale()}
 	if e, ok := data.(errorPage); ok && e.Outage {
 		v.Outage = true
 	}
-	trace := dbrouter.TraceFrom(r.Context())
-	strategy := s.router.StrategyFor(r.Context())
-	v.Strategy = strategy.String()
-	v.Stale = trace.Stale()
 	v.Reads = explain(trace, strategy, s.router.CausalWait())
 	v.Reads.Own = strategy != s.router.Strategy()
 	if st := dbrouter.StateFrom(r.Context()); st != nil && r.Method == http.MethodGet {
