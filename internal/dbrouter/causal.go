@@ -2,6 +2,8 @@ package dbrouter
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -61,11 +63,18 @@ func (r *Router) CausalStats() CausalStats {
 	}
 }
 
-// history names one cluster's WAL history: its system identifier and
-// timeline. Tokens of another history count as empty.
+// history names one cluster's WAL history: its system identifier, the
+// primary's current timeline, and where each ancestor timeline ended (its
+// switch point). It is immutable once published.
 type history struct {
 	systemID uint64
 	timeline uint32
+	// ends maps an ancestor timeline to the last position the current
+	// timeline shares with it: from the timeline's history file when the
+	// app's role may read it, else the furthest position the tracker saw
+	// the promoted node receive as a standby — a lower bound, so a token
+	// is never wrongly kept, only at worst wrongly called lost.
+	ends map[uint32]uint64
 }
 
 // at is the token of position lsn in this history.
@@ -73,26 +82,102 @@ func (h *history) at(lsn uint64) Token {
 	return Token{SystemID: h.systemID, Timeline: h.timeline, LSN: lsn}
 }
 
-// loadHistory reads the cluster's system identifier and timeline.
-func (r *Router) loadHistory(ctx context.Context, conn *pgx.Conn, timeout time.Duration) {
+// followHistory moves the router's history to timeline tli, which a node
+// answering as a primary is on, when that is newer than the history's (or
+// there is none yet). standbyEnd is the furthest position the tracker saw
+// that node reach as a standby of the current history, 0 if none.
+func (r *Router) followHistory(ctx context.Context, conn *pgx.Conn, timeout time.Duration, tli uint32, standbyEnd uint64) {
+	cur := r.history.Load()
+	if conn == nil || tli == 0 || (cur != nil && tli <= cur.timeline) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var h history
-	err := conn.QueryRow(ctx, `SELECT (SELECT system_identifier FROM pg_control_system()),
-	                                  (SELECT timeline_id FROM pg_control_checkpoint())`).Scan(&h.systemID, &h.timeline)
-	if err == nil {
-		r.history.CompareAndSwap(nil, &h)
+	h := &history{timeline: tli, ends: map[uint32]uint64{}}
+	if err := conn.QueryRow(ctx, `SELECT system_identifier FROM pg_control_system()`).Scan(&h.systemID); err != nil {
+		r.log.Warn("could not read the cluster's system identifier", "err", err)
+		return
+	}
+	if cur != nil && cur.systemID == h.systemID {
+		for t, end := range cur.ends {
+			h.ends[t] = end
+		}
+		if standbyEnd != 0 {
+			h.ends[cur.timeline] = standbyEnd
+		}
+	}
+	if tli > 1 {
+		var file []byte
+		err := conn.QueryRow(ctx, `SELECT pg_read_binary_file(format('pg_wal/%s.history', lpad(upper(to_hex($1::int)), 8, '0')))`,
+			int64(tli)).Scan(&file)
+		if err == nil {
+			for t, end := range parseTimelineHistory(string(file)) {
+				h.ends[t] = end
+			}
+		} else {
+			r.log.Info("timeline history file not readable; using the switch point the tracker observed",
+				"timeline", tli, "observed", FormatLSN(h.ends[tli-1]), "err", err)
+		}
+	}
+	if r.history.CompareAndSwap(cur, h) && cur != nil {
+		r.log.Warn("the primary is on a new timeline", "timeline", tli, "was", cur.timeline)
 	}
 }
 
-// token returns the session's token if it belongs to this cluster's
-// history, else the zero token.
-func (r *Router) token(st *State) Token {
-	h := r.history.Load()
-	if st == nil || st.Token.IsZero() || h == nil || st.Token.SystemID != h.systemID || st.Token.Timeline != h.timeline {
-		return Token{}
+// parseTimelineHistory reads a timeline history file: one line per
+// ancestor, "timeline<TAB>switch point<TAB>reason".
+func parseTimelineHistory(file string) map[uint32]uint64 {
+	ends := map[uint32]uint64{}
+	for _, line := range strings.Split(file, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		tli, err1 := strconv.ParseUint(f[0], 10, 32)
+		end, err2 := ParseLSN(f[1])
+		if err1 == nil && err2 == nil {
+			ends[uint32(tli)] = end
+		}
 	}
-	return st.Token
+	return ends
+}
+
+// resolve returns the session's token in the current history: the token
+// itself when it is on the current timeline; rebased onto it when it is on
+// an ancestor at or below that ancestor's switch point, which the current
+// timeline shares; the zero token when it names another cluster, a
+// timeline this router has not seen yet, or an ancestor whose switch
+// point it does not know. lost reports a token beyond its ancestor's
+// switch point: WAL the current history does not have, a write the
+// failover lost; the token is then UnknownLSN, which only the primary
+// settles.
+func (r *Router) resolve(st *State) (tok Token, lost bool) {
+	h := r.history.Load()
+	if st == nil || st.Token.IsZero() || h == nil || st.Token.SystemID != h.systemID {
+		return Token{}, false
+	}
+	switch t := st.Token; {
+	case t.Timeline == h.timeline:
+		return t, false
+	case t.Timeline > h.timeline:
+		return Token{}, false
+	default:
+		end, known := h.ends[t.Timeline]
+		switch {
+		case !known:
+			return Token{}, false
+		case t.LSN <= end:
+			return h.at(t.LSN), false
+		default:
+			return h.at(UnknownLSN), true
+		}
+	}
+}
+
+// token returns the session's token in the current history (see resolve).
+func (r *Router) token(st *State) Token {
+	t, _ := r.resolve(st)
+	return t
 }
 
 // advance moves the session's token to lsn, if that is later.
@@ -102,7 +187,7 @@ func (r *Router) advance(st *State, lsn uint64) {
 		return
 	}
 	cur := r.token(st)
-	if lsn > cur.LSN {
+	if lsn > cur.LSN || (lsn == cur.LSN && st.Token.Timeline != h.timeline) {
 		st.Token = h.at(lsn)
 		st.changed = true
 	}
@@ -123,8 +208,11 @@ const (
 	codeNotStandby = "QW002" // quest_await_lsn: the server is not in recovery
 )
 
-func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn ReadFunc, snap *snapshot, p *plan) error {
-	token := r.token(st)
+// readCausal runs a causal read; s is the strategy the decision reports
+// (a session whose change a failover lost reads this way whatever its
+// strategy).
+func (r *Router) readCausal(ctx context.Context, st *State, s Strategy, intent Intent, fn ReadFunc, snap *snapshot, p *plan) error {
+	token, lost := r.resolve(st)
 	if token.LSN == UnknownLSN {
 		// A write whose position is unknown: only the primary vouches.
 		p.n, p.reason = 0, ReasonFallbackLag
@@ -142,14 +230,14 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 		if i != 0 && fellShort && !snap.primaryDown {
 			continue // one in-band wait per read: the primary answers now
 		}
-		node := r.nodes[i]
+		node := snap.members[i]
 		if k > 0 {
 			r.causal.extraTrips.Add(1)
 		}
-		d := r.decision(snap, i, Causal, intent, reason, token.LSN)
-		d.ShortOn = shortOn
+		d := r.decision(snap, i, s, intent, reason, token.LSN)
+		d.ShortOn, d.Lost = shortOn, lost
 		if i == 0 {
-			err := r.causalOnPrimary(ctx, st, fn, &d)
+			err := r.causalOnPrimary(ctx, st, node, fn, &d)
 			if err == nil {
 				r.causal.onPrimary.Add(1)
 				r.record(ctx, d)
@@ -158,7 +246,7 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if !r.mayRetryElsewhere(ctx, i, err) {
+			if !r.mayRetryElsewhere(ctx, snap, i, err) {
 				return err
 			}
 			lastErr = err
@@ -188,7 +276,7 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 			continue
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case !r.mayRetryElsewhere(ctx, i, err):
+		case !r.mayRetryElsewhere(ctx, snap, i, err):
 			return err
 		}
 		lastErr = err
@@ -199,11 +287,11 @@ func (r *Router) readCausal(ctx context.Context, st *State, intent Intent, fn Re
 	}
 	// Nothing fresh enough answered and the primary could not: serve the
 	// freshest replica, flagged as possibly stale.
-	if i := r.freshestReplica(); i > 0 {
-		node := r.nodes[i]
+	if i := freshestReplica(snap, len(r.nodes)); i > 0 {
+		node := snap.members[i]
 		r.causal.extraTrips.Add(1)
-		d := r.decision(snap, i, Causal, intent, ReasonStale, token.LSN)
-		d.ShortOn = shortOn
+		d := r.decision(snap, i, s, intent, ReasonStale, token.LSN)
+		d.ShortOn, d.Lost = shortOn, lost
 		err := r.causalStale(ctx, st, node, fn, &d)
 		if err == nil {
 			r.causal.stale.Add(1)
@@ -269,12 +357,12 @@ func (r *Router) causalStale(ctx context.Context, st *State, node *Node, fn Read
 // causalOnPrimary runs the read on the primary and moves the token to the
 // primary's insert position read after the data in the same batch: it
 // covers every commit the data could show, asynchronous ones included.
-func (r *Router) causalOnPrimary(ctx context.Context, st *State, fn ReadFunc, d *Decision) error {
+func (r *Router) causalOnPrimary(ctx context.Context, st *State, node *Node, fn ReadFunc, d *Decision) error {
 	var pos string
 	b := &pgx.Batch{}
 	fn(b)
 	b.Queue(insertQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&pos) })
-	err := r.nodes[0].pool.SendBatch(ctx, b).Close()
+	err := node.pool.SendBatch(ctx, b).Close()
 	d.SQL = sqlOf(ctx, b)
 	if err != nil {
 		return err
@@ -292,12 +380,11 @@ func (r *Router) causalOnPrimary(ctx context.Context, st *State, fn ReadFunc, d 
 	return nil
 }
 
-// freshestReplica returns the up replica with the highest replay position
-// the tracker saw, or 0.
-func (r *Router) freshestReplica() int {
-	snap := r.snap.Load()
+// freshestReplica returns the slot of the up replica with the highest
+// replay position the tracker saw, or 0.
+func freshestReplica(snap *snapshot, n int) int {
 	best, pos := 0, uint64(0)
-	for i := 1; i < len(r.nodes); i++ {
+	for i := 1; i < n; i++ {
 		if h := snap.nodes[i]; h.Up && h.InRecovery && (best == 0 || h.Position > pos) {
 			best, pos = i, h.Position
 		}

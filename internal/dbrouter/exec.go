@@ -51,16 +51,22 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 	st := StateFrom(ctx)
 	var p plan
 	snap := r.snap.Load()
+	if _, lost := r.resolve(st); lost {
+		// The session's last change is beyond the point where the current
+		// timeline forked from its own: the failover may have lost it.
+		// Whatever the strategy, the primary answers and says so.
+		return r.readCausal(ctx, st, s, intent, fn, snap, &p)
+	}
 	r.decide(st, intent, s, time.Now(), snap, &p)
 	if s == Causal {
-		return r.readCausal(ctx, st, intent, fn, snap, &p)
+		return r.readCausal(ctx, st, s, intent, fn, snap, &p)
 	}
 	reason := p.reason
 	sessionLSN := r.token(st).LSN
 	var err error
 	for k := 0; k < p.n && k < 2; k++ {
 		i := int(p.nodes[k])
-		node := r.nodes[i]
+		node := snap.members[i]
 		b := &pgx.Batch{}
 		fn(b)
 		if b.Len() == 0 {
@@ -76,7 +82,7 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !r.mayRetryElsewhere(ctx, i, err) {
+		if !r.mayRetryElsewhere(ctx, snap, i, err) {
 			return err
 		}
 		reason = ReasonRetried
@@ -88,7 +94,7 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 // saw of it; a causal read then puts in the positions it read itself.
 func (r *Router) decision(snap *snapshot, i int, s Strategy, intent Intent, reason Reason, sessionLSN uint64) Decision {
 	h := &snap.nodes[i]
-	return Decision{Node: r.nodes[i].Name, Strategy: s, Intent: intent, Reason: reason,
+	return Decision{Node: h.Name, Member: h.Member, Strategy: s, Intent: intent, Reason: reason,
 		Lag: h.Lag, LagBytes: h.LagBytes, SessionLSN: sessionLSN,
 		NodeLSN: h.Position, NodeLSNTracked: true, Paused: h.Paused, ApplyDelay: h.ApplyDelay}
 }
@@ -146,14 +152,16 @@ var (
 // error wrapping ErrOutcomeUnknown and the session reads from the primary
 // until a read there settles its position.
 func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
-	if r.snap.Load().primaryDown {
+	snap := r.snap.Load()
+	if snap.primaryDown {
 		return ErrReadOnly
 	}
-	m, sent, err := r.writeOnce(ctx, fn, false)
+	node := snap.members[0]
+	m, sent, err := r.writeOnce(ctx, node, fn, false)
 	if err != nil && !sent && nodeFailed(err) && ctx.Err() == nil {
-		r.tracker.kick(0)
+		r.tracker.kick(node.index)
 		r.log.WarnContext(ctx, "a write's connection failed before COMMIT; running it again on a live connection", "err", err)
-		m, sent, err = r.writeOnce(ctx, fn, true)
+		m, sent, err = r.writeOnce(ctx, node, fn, true)
 	}
 	st := StateFrom(ctx)
 	switch {
@@ -161,17 +169,17 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	case ctx.Err() != nil:
 		return err
 	case sent && nodeFailed(err):
-		r.tracker.kick(0)
+		r.tracker.kick(node.index)
 		r.log.WarnContext(ctx, "the connection failed while COMMIT was in flight; the write may have been saved", "err", err)
 		if st != nil {
 			r.setUnknown(st, time.Now())
 		}
 		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	case isConnectError(err):
-		r.tracker.markDown(0, err)
+		r.tracker.markDown(node.index, err)
 		return fmt.Errorf("%w: %w", ErrReadOnly, err)
 	case nodeFailed(err) || isCode(err, "25006"): // 25006: the "primary" is a standby
-		r.tracker.kick(0)
+		r.tracker.kick(node.index)
 		return fmt.Errorf("%w: %w", ErrReadOnly, err)
 	default:
 		return err
@@ -181,9 +189,15 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 			st.LastWrite = m.at
 			st.changed = true
 		}
+		if _, lost := r.resolve(st); lost && !m.token.IsZero() {
+			// The session writes again after a failover lost its last
+			// change: this write is what it has seen now.
+			st.Token = m.token
+			st.changed = true
+		}
 		r.advance(st, m.token.LSN)
 	}
-	r.record(ctx, Decision{Node: r.nodes[0].Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true})
+	r.record(ctx, Decision{Node: "primary", Member: node.Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true})
 	return nil
 }
 
@@ -202,12 +216,12 @@ func (r *Router) setUnknown(st *State, at time.Time) {
 // writeOnce runs one attempt of a write. sent reports whether COMMIT was
 // sent (so the transaction may have committed). live asks the pool for a
 // connection that answers a ping first.
-func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error, live bool) (m mark, sent bool, err error) {
+func (r *Router) writeOnce(ctx context.Context, node *Node, fn func(pgx.Tx) error, live bool) (m mark, sent bool, err error) {
 	actx := ctx
 	if live {
 		actx = context.WithValue(ctx, pingKey{}, true)
 	}
-	conn, err := r.nodes[0].pool.Acquire(actx)
+	conn, err := node.pool.Acquire(actx)
 	if err != nil {
 		return mark{}, false, err
 	}
@@ -234,7 +248,7 @@ func (r *Router) writeOnce(ctx context.Context, fn func(pgx.Tx) error, live bool
 		// The connection broke after COMMIT returned. The flush position
 		// is global and only grows, so another connection's reading is
 		// at least this commit's.
-		err = r.nodes[0].pool.QueryRow(ctx, flushQuery).Scan(&flush)
+		err = node.pool.QueryRow(ctx, flushQuery).Scan(&flush)
 	}
 	r.causal.extraTrips.Add(1)
 	lsn, _ := ParseLSN(flush)
@@ -257,30 +271,30 @@ func (r *Router) record(ctx context.Context, d Decision) {
 		return
 	}
 	for i, n := range r.nodes {
-		if n.Name == d.Node {
+		if n.Name == d.Member {
 			r.counts.reads[i][d.Strategy][d.Reason][d.Intent].Add(1)
 			return
 		}
 	}
 }
 
-// mayRetryElsewhere decides, after a read failed on node i, whether it may
+// mayRetryElsewhere decides, after a read failed on slot i, whether it may
 // move to the next candidate: when the node's connection failed, or on a
 // hot-standby recovery conflict, where the node is fine but the read lost
 // a race with replay. A failed connection is not a failed node: pgx drops
 // that connection, and the tracker is asked to poll the node now; only a
 // connection that cannot be made marks the node down at once.
-func (r *Router) mayRetryElsewhere(ctx context.Context, i int, err error) bool {
+func (r *Router) mayRetryElsewhere(ctx context.Context, snap *snapshot, i int, err error) bool {
 	switch {
 	case isConnectError(err):
-		r.tracker.markDown(i, err)
+		r.tracker.markDown(snap.members[i].index, err)
 	case nodeFailed(err):
-		r.tracker.kick(i)
+		r.tracker.kick(snap.members[i].index)
 	case i > 0 && isCode(err, "40001"):
 	default:
 		return false
 	}
-	r.log.WarnContext(ctx, "read failed on a node; retrying elsewhere", "node", r.nodes[i].Name, "err", err)
+	r.log.WarnContext(ctx, "read failed on a node; retrying elsewhere", "node", snap.members[i].Name, "err", err)
 	return true
 }
 

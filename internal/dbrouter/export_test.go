@@ -10,6 +10,7 @@ func SetAfterCommit(r *Router, f func()) { r.testAfterCommit = f }
 // first, from the router's current snapshot.
 func StickyNode(r *Router, session uint64) string {
 	var p plan
-	r.decide(&State{Session: session}, Shared, Sticky, time.Now(), r.snap.Load(), &p)
-	return r.nodes[p.nodes[0]].Name
+	snap := r.snap.Load()
+	r.decide(&State{Session: session}, Shared, Sticky, time.Now(), snap, &p)
+	return snap.nodes[p.nodes[0]].Name
 }

@@ -4,7 +4,9 @@ import "time"
 
 // NodeInfo is what a node said about itself to the tracker's last poll.
 type NodeInfo struct {
-	Name       string
+	Name       string // "primary" for the primary, else Member
+	Member     string // the node's own name, whatever its role
+	Timeline   uint32
 	Reachable  bool
 	Err        string
 	InRecovery bool
@@ -46,7 +48,8 @@ type ClusterView struct {
 	ReplErr     string
 }
 
-// Inspect returns what the tracker last saw of every node and of the
+// Inspect returns what the tracker last saw of every node (the primary
+// first) and of the
 // primary's pg_stat_replication. It asks no node: status pages and health
 // checks answer from memory, so a flood of them costs the database nothing
 // and cannot delay the tracker.
@@ -55,7 +58,7 @@ func (r *Router) Inspect() ClusterView {
 	view := ClusterView{Nodes: make([]NodeInfo, len(r.nodes)), Replication: snap.replication, ReplErr: snap.replErr}
 	for i := range r.nodes {
 		h := snap.nodes[i]
-		info := NodeInfo{Name: r.nodes[i].Name, Reachable: h.Up, Err: h.Err, InRecovery: h.InRecovery,
+		info := NodeInfo{Name: h.Name, Member: h.Member, Timeline: h.Timeline, Reachable: h.Up, Err: h.Err, InRecovery: h.InRecovery,
 			PauseState: h.PauseState, ApplyDelay: h.ApplyDelay}
 		if h.Up && h.Position != 0 {
 			info.Position = FormatLSN(h.Position)

@@ -34,9 +34,10 @@ func nodeSeed(name string) uint64 {
 
 var keyPool = sync.Pool{New: func() any { return new([16]byte) }}
 
-// rendezvous fills order with the replica indexes (1…) sorted by their
-// highest-random-weight for the session, best first.
-func (r *Router) rendezvous(session uint64, order *[maxNodes]uint8) int {
+// rendezvous fills order with the replicas' slots (1…) sorted by their
+// highest-random-weight for the session, best first. Weights come from
+// the nodes' names, so a promotion moves only the promoted node's sessions.
+func (r *Router) rendezvous(snap *snapshot, session uint64, order *[maxNodes]uint8) int {
 	var weights [maxNodes]uint64
 	// murmur3 keeps its input on the heap; a pooled buffer keeps the
 	// decision free of allocations.
@@ -44,8 +45,8 @@ func (r *Router) rendezvous(session uint64, order *[maxNodes]uint8) int {
 	defer keyPool.Put(key)
 	binary.LittleEndian.PutUint64(key[:8], session)
 	n := 0
-	for _, node := range r.nodes[1:] {
-		binary.LittleEndian.PutUint64(key[8:], node.seed)
+	for slot := 1; slot < len(r.nodes); slot++ {
+		binary.LittleEndian.PutUint64(key[8:], snap.members[slot].seed)
 		w := murmur3.Sum64(key[:])
 		// Insertion sort: a handful of replicas.
 		j := n
@@ -53,7 +54,7 @@ func (r *Router) rendezvous(session uint64, order *[maxNodes]uint8) int {
 			weights[j], order[j] = weights[j-1], order[j-1]
 			j--
 		}
-		weights[j], order[j] = w, uint8(node.index) // #nosec G115 -- index < maxNodes
+		weights[j], order[j] = w, uint8(slot) // #nosec G115 -- slot < maxNodes
 		n++
 	}
 	return n
@@ -67,7 +68,7 @@ func (r *Router) decide(st *State, intent Intent, s Strategy, now time.Time, sna
 	if st != nil {
 		session = st.Session
 	}
-	nr := r.rendezvous(session, &order)
+	nr := r.rendezvous(snap, session, &order)
 
 	// preferred: the node the strategy wants; 0 means the primary.
 	preferred, reason := -1, ReasonPrimaryOnly

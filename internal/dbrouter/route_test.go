@@ -17,7 +17,8 @@ func offlineRouter(replicas ...string) *Router {
 	}
 	snap := &snapshot{}
 	for i, n := range r.nodes {
-		snap.nodes[i] = Health{Name: n.Name, Up: true, InRecovery: i > 0}
+		snap.nodes[i] = Health{Name: n.Name, Member: n.Name, Up: true, InRecovery: i > 0}
+		snap.members[i], snap.slotOf[i] = n, uint8(i)
 	}
 	r.snap.Store(snap)
 	return r

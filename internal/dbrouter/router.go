@@ -1,9 +1,10 @@
-// Package dbrouter owns Quest's connection pools — one for the primary and
-// one per replica — and runs every query on the node its strategy picks:
-// reads through Read, writes through Write. A background tracker polls the
-// nodes for health and replication lag; routing itself only reads the
-// tracker's last snapshot, so it adds no query to a request. The package
-// knows pgx and nothing of HTTP.
+// Package dbrouter owns Quest's connection pools — one per database node —
+// and runs every query on the node its strategy picks: reads through Read,
+// writes through Write. A background tracker polls the nodes for their
+// role, health and replication lag: the primary is whichever node answers
+// as not in recovery, so a promotion moves the writes. Routing itself only
+// reads the tracker's last snapshot, so it adds no query to a request. The
+// package knows pgx and nothing of HTTP.
 package dbrouter
 
 import (
@@ -20,11 +21,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// maxNodes bounds the primary plus its replicas, so routing works on
-// fixed-size arrays and allocates nothing.
+// maxNodes bounds the nodes (the primary and its replicas), so routing
+// works on fixed-size arrays and allocates nothing: a configuration limit.
 const maxNodes = 9
 
 // Config configures a Router. Zero values mean the defaults.
+//
+// PrimaryURL and ReplicaURLs together list the nodes, in any order: which
+// one is the primary is read from each node on every poll.
 type Config struct {
 	PrimaryURL  string
 	ReplicaURLs []string
@@ -52,11 +56,11 @@ type Config struct {
 
 // Node is one database server with its pool.
 type Node struct {
-	// Name is the node's identity: "primary" for the primary; for a
-	// replica, its URL's application_name when set, else host:port/dbname.
-	// It seeds rendezvous hashing, so it must not depend on the node's
-	// place in a list: adding or removing a replica then moves only the
-	// sessions that must move.
+	// Name is the node's identity, whatever its role: its URL's
+	// application_name when set, else host:port/dbname. It seeds
+	// rendezvous hashing, so it must not depend on the node's place in a
+	// list: adding or removing a replica then moves only the sessions that
+	// must move. Pages show the primary as "primary" (Router.Label).
 	Name string
 
 	pool *pgxpool.Pool
@@ -67,7 +71,7 @@ type Node struct {
 
 // Router routes reads and writes over the nodes.
 type Router struct {
-	nodes       []*Node // 0 is the primary
+	nodes       []*Node // in configuration order; the snapshot says which is the primary
 	strategy    atomic.Uint32
 	timedDelay  time.Duration
 	causalWait  time.Duration
@@ -76,8 +80,8 @@ type Router struct {
 	pollInterval time.Duration
 	log          *slog.Logger
 
-	// history is the cluster's system identifier and timeline, read once;
-	// a token of another history counts as empty.
+	// history is the cluster's system identifier, the primary's current
+	// timeline and where its ancestors ended (see followHistory).
 	history atomic.Pointer[history]
 
 	randMu sync.Mutex
@@ -101,7 +105,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		return nil, errors.New("dbrouter: no primary URL")
 	}
 	if len(cfg.ReplicaURLs) > maxNodes-1 {
-		return nil, fmt.Errorf("dbrouter: %d replicas; at most %d are supported", len(cfg.ReplicaURLs), maxNodes-1)
+		return nil, fmt.Errorf("dbrouter: %d nodes; at most %d are supported", len(cfg.ReplicaURLs)+1, maxNodes)
 	}
 	if cfg.Strategy >= numStrategies {
 		return nil, fmt.Errorf("dbrouter: unknown strategy %d", cfg.Strategy)
@@ -120,13 +124,13 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 			r.Close()
 			return nil, fmt.Errorf("dbrouter: node %d of %d: %w", i+1, len(urls), err)
 		}
-		name := "primary"
-		if i > 0 {
-			name = replicaName(pc.ConnConfig)
-		}
-		if j, dup := seen[name]; dup {
+		name := replicaName(pc.ConnConfig)
+		if j, dup := seen[name]; dup || name == "primary" {
 			r.Close()
-			return nil, fmt.Errorf("dbrouter: nodes %d and %d are both named %q; give each replica URL its own application_name", j+1, i+1, name)
+			if !dup {
+				return nil, fmt.Errorf("dbrouter: node %d is named \"primary\", the name pages give the current primary; choose another application_name", i+1)
+			}
+			return nil, fmt.Errorf("dbrouter: nodes %d and %d are both named %q; give each URL its own application_name", j+1, i+1, name)
 		}
 		seen[name] = i
 		if pc.ConnConfig.RuntimeParams["application_name"] == "" {
@@ -140,9 +144,11 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		}
 		r.nodes = append(r.nodes, &Node{Name: name, pool: pool, index: i, seed: nodeSeed(name)})
 		t.probes = append(t.probes, newProbe(pc.ConnConfig))
-		t.health = append(t.health, Health{Name: name})
+		t.health = append(t.health, Health{Name: name, Member: name})
 	}
-	r.snap.Store(&snapshot{})
+	t.mu.Lock()
+	t.publish(time.Now()) // every node down until polled: no nil members
+	t.mu.Unlock()
 	t.start(ctx)
 	return r, nil
 }
@@ -223,7 +229,7 @@ func poolConfig(url string, maxConns int32) (*pgxpool.Config, error) {
 // pingKey marks a context whose pool acquisitions must ping the connection.
 type pingKey struct{}
 
-// NodeName is the name the router gives a replica with this URL: its
+// NodeName is the name the router gives the node with this URL: its
 // application_name, else host:port/dbname.
 func NodeName(url string) (string, error) {
 	cc, err := pgx.ParseConfig(url)
@@ -233,7 +239,7 @@ func NodeName(url string) (string, error) {
 	return replicaName(cc), nil
 }
 
-// replicaName is a replica's identity: its application_name when the URL
+// replicaName is a node's identity: its application_name when the URL
 // sets one, else host:port/dbname.
 func replicaName(cc *pgx.ConnConfig) string {
 	if n := cc.RuntimeParams["application_name"]; n != "" {
@@ -245,11 +251,22 @@ func replicaName(cc *pgx.ConnConfig) string {
 // Stat returns the node's pool statistics, for metrics.
 func (n *Node) Stat() *pgxpool.Stat { return n.pool.Stat() }
 
-// Replicas returns the replica nodes in order.
-func (r *Router) Replicas() []*Node { return r.nodes[1:] }
+// Replicas returns the nodes other than the primary, in configuration
+// order: the replicas, and any node down while it was not the primary.
+func (r *Router) Replicas() []*Node { return r.Nodes()[1:] }
 
-// Nodes returns every node, primary first.
-func (r *Router) Nodes() []*Node { return append([]*Node(nil), r.nodes...) }
+// Nodes returns every node, the primary first.
+func (r *Router) Nodes() []*Node {
+	snap := r.snap.Load()
+	return append([]*Node(nil), snap.members[:len(r.nodes)]...)
+}
+
+// Label is how pages, headers and metrics name node n now: "primary" for
+// the primary (or, while there is none, the last one), else its Name.
+func (r *Router) Label(n *Node) string {
+	snap := r.snap.Load()
+	return snap.nodes[snap.slotOf[n.index]].Name
+}
 
 // CausalWait is how long a causal read may wait in-band on a replica.
 func (r *Router) CausalWait() time.Duration { return r.causalWait }

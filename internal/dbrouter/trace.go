@@ -12,7 +12,11 @@ import (
 // Decision records where one read or write went and why: enough for a
 // page to explain, in words, how it was read.
 type Decision struct {
-	Node     string
+	// Node is how pages name the node that served it: "primary" for the
+	// primary, whichever node that is now; else the node's name.
+	Node string
+	// Member is the node's own name (Node.Name), whatever its role.
+	Member   string
 	Strategy Strategy
 	Intent   Intent
 	Reason   Reason
@@ -35,6 +39,11 @@ type Decision struct {
 	// ShortOn names the replica whose in-band check fell short before
 	// this node answered (causal).
 	ShortOn string
+	// Lost: the session's last change was beyond the point where the
+	// primary's timeline forked from the one it was written on — a
+	// failover may have lost it — so the primary answered (or, with none,
+	// the freshest replica).
+	Lost bool
 	// SQL is the batch the node ran, the router's own statements
 	// included, when the request's trace asks for it (WithTrace).
 	SQL []string
@@ -153,6 +162,17 @@ func (t *Trace) Stale() bool {
 	return false
 }
 
+// Lost reports whether the session's last change may have been lost in a
+// failover (see Decision.Lost).
+func (t *Trace) Lost() bool {
+	for _, d := range t.Decisions() {
+		if d.Lost {
+			return true
+		}
+	}
+	return false
+}
+
 // counters counts decisions by node, strategy and reason, for metrics.
 type counters struct {
 	reads      [maxNodes][numStrategies][numReasons][numIntents]atomic.Int64
@@ -168,15 +188,17 @@ type DecisionCount struct {
 	Count    int64
 }
 
-// DecisionCounts returns the non-zero decision counters.
+// DecisionCounts returns the non-zero decision counters, each node's under
+// its label now (Label).
 func (r *Router) DecisionCounts() []DecisionCount {
 	var out []DecisionCount
 	for i, n := range r.nodes {
+		label := r.Label(n)
 		for s := range Strategy(numStrategies) {
 			for re := range Reason(numReasons) {
 				for in := range Intent(numIntents) {
 					if c := r.counts.reads[i][s][re][in].Load(); c > 0 {
-						out = append(out, DecisionCount{Node: n.Name, Strategy: s, Reason: re, Intent: in, Count: c})
+						out = append(out, DecisionCount{Node: label, Strategy: s, Reason: re, Intent: in, Count: c})
 					}
 				}
 			}
@@ -186,12 +208,12 @@ func (r *Router) DecisionCounts() []DecisionCount {
 }
 
 // RoundTrips returns how many round trips the application's pools made to
-// each node: one per query, one per batch however many queries it holds.
+// each node, by its label now: one per query, one per batch however many queries it holds.
 // The tracker's own polling is not counted.
 func (r *Router) RoundTrips() map[string]int64 {
 	out := make(map[string]int64, len(r.nodes))
 	for i, n := range r.nodes {
-		out[n.Name] = r.counts.roundTrips[i].Load()
+		out[r.Label(n)] = r.counts.roundTrips[i].Load()
 	}
 	return out
 }

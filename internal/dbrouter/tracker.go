@@ -29,7 +29,11 @@ func (e Status) String() string {
 
 // Health is what the tracker last saw of one node.
 type Health struct {
-	Name       string
+	// Name is how pages show the node: "primary" for whichever node is the
+	// primary now (or, while there is none, was the last one), else Member.
+	Name string
+	// Member is the node's own identity (Node.Name), whatever its role.
+	Member     string
 	Up         bool
 	InRecovery bool
 	Position   uint64 // flush position on the primary, replay position on a replica
@@ -37,8 +41,12 @@ type Health struct {
 	Paused     bool   // a replica's replay is paused (or its pause requested)
 	PauseState string // pg_get_wal_replay_pause_state(), replicas only
 	ApplyDelay time.Duration
-	LagBytes   int64 // reference position − replay position
-	Lag        time.Duration
+	// Timeline: a primary's current timeline, from its current WAL
+	// segment's name; a standby's, the timeline its walreceiver receives
+	// (0 while it has none).
+	Timeline uint32
+	LagBytes int64 // reference position − replay position
+	Lag      time.Duration
 	// LagUnknown: the replica is behind the first position the tracker saw
 	// on the primary, so when the primary passed its position is not
 	// known; Lag is then only a lower bound, and the replica gets no reads
@@ -53,8 +61,15 @@ type Health struct {
 
 // snapshot is the routing table the poller publishes; the request path
 // only ever reads one, through an atomic pointer.
+//
+// Routing works on slots: slot 0 is the primary — the node that answered
+// the last poll as not in recovery, or while none did, the last one that
+// had — and slots 1… are the other nodes in configuration order. members
+// maps a slot to its node, so a promotion only reorders slots.
 type snapshot struct {
-	nodes       [maxNodes]Health // 0 is the primary
+	nodes       [maxNodes]Health // by slot; 0 is the primary
+	members     [maxNodes]*Node  // by slot
+	slotOf      [maxNodes]uint8  // a node's index → its slot
 	primaryDown bool
 	replication []ReplicationRow // the primary's pg_stat_replication
 	replErr     string
@@ -91,6 +106,9 @@ type tracker struct {
 	ring        []primarySample // ordered by lsn
 	ringFull    bool            // samples were dropped from the ring's start
 	lastSeen    time.Time       // last poll that reached the primary
+	primary     int             // index of the node in slot 0
+	hadPrimary  bool            // some node has answered as the primary
+	splitBrain  string          // the nodes last reported as two primaries
 
 	stop context.CancelFunc
 	done sync.WaitGroup
@@ -105,7 +123,9 @@ const pollQuery = `
 	       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() END::text,
 	       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END,
 	       current_setting('recovery_min_apply_delay')::interval,
-	       pg_postmaster_start_time()`
+	       pg_postmaster_start_time(),
+	       CASE WHEN pg_is_in_recovery() THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0)
+	            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END`
 
 // replicationQuery is the article's check, run by the poll of every node
 // (on a standby it is empty), plus the replay lag in bytes and seconds.
@@ -139,6 +159,7 @@ type pollResult struct {
 	pause       string
 	applyDelay  time.Duration
 	started     time.Time
+	timeline    int32
 	replication []ReplicationRow
 	replErr     error
 }
@@ -186,7 +207,7 @@ func poll(ctx context.Context, conn *pgx.Conn) (pollResult, error) {
 	var res pollResult
 	b := &pgx.Batch{}
 	b.Queue(pollQuery).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&res.inRecovery, &res.pos, &res.recv, &res.pause, &res.applyDelay, &res.started)
+		return row.Scan(&res.inRecovery, &res.pos, &res.recv, &res.pause, &res.applyDelay, &res.started, &res.timeline)
 	})
 	b.Queue(replicationQuery).Query(func(rows pgx.Rows) error {
 		// Its failure (a role without pg_monitor sees no lag columns, say)
@@ -211,9 +232,9 @@ func poll(ctx context.Context, conn *pgx.Conn) (pollResult, error) {
 func (t *tracker) start(ctx context.Context) {
 	ctx, t.stop = context.WithCancel(context.WithoutCancel(ctx))
 	// One first round before routing starts, so a fresh router does not
-	// send everything to the primary for an interval: the primary first,
-	// whose position is the oldest sample the lag estimate can use; then
-	// the replicas. A replica behind that sample has an unknown lag; one a
+	// send everything to the primary for an interval: the first configured
+	// node first (usually the primary, whose position is the oldest sample
+	// the lag estimate can use); then the others. A replica behind that sample has an unknown lag; one a
 	// few WAL records behind catches up within milliseconds, so it is
 	// asked again a few times before routing starts without it.
 	t.pollOnce(ctx, 0)
@@ -252,7 +273,10 @@ func (t *tracker) start(ctx context.Context) {
 }
 
 // lagUnknown reports whether node i's lag is unknown in the last snapshot.
-func (t *tracker) lagUnknown(i int) bool { return t.r.snap.Load().nodes[i].LagUnknown }
+func (t *tracker) lagUnknown(i int) bool {
+	snap := t.r.snap.Load()
+	return snap.nodes[snap.slotOf[i]].LagUnknown
+}
 
 // kick asks for node i to be polled now, without waiting: a request saw
 // one of its connections fail, and whether the node itself is gone is
@@ -281,7 +305,8 @@ func (t *tracker) pollOnce(ctx context.Context, i int) {
 	if ctx.Err() != nil {
 		return
 	}
-	h := Health{Name: t.r.nodes[i].Name, CheckedAt: now}
+	name := t.r.nodes[i].Name
+	h := Health{Name: name, Member: name, CheckedAt: now}
 	if err != nil {
 		h.Err = err.Error()
 	} else {
@@ -291,6 +316,7 @@ func (t *tracker) pollOnce(ctx context.Context, i int) {
 		h.Paused = res.inRecovery && res.pause != "not paused"
 		h.ApplyDelay = res.applyDelay
 		h.started = res.started
+		h.Timeline = uint32(max(res.timeline, 0)) // #nosec G115 -- clamped
 		if res.pos != nil {
 			h.Position, _ = ParseLSN(*res.pos)
 		}
@@ -298,15 +324,27 @@ func (t *tracker) pollOnce(ctx context.Context, i int) {
 			h.Receive, _ = ParseLSN(*res.recv)
 		}
 	}
-	if h.Up && t.r.history.Load() == nil {
-		t.r.loadHistory(ctx, t.probes[i].conn, timeout)
+	if h.Up && !h.InRecovery {
+		// A primary on a timeline newer than the history tokens name:
+		// learn that history before the node can become the primary, so
+		// no write is ever stamped with the old timeline and a new one's
+		// position.
+		t.r.followHistory(ctx, t.probes[i].conn, timeout, h.Timeline, t.standbyEnd(i))
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if i == 0 && h.Up && !h.InRecovery {
+	old := t.health[i]
+	if old.Up && (!h.Up || !h.started.Equal(old.started)) {
+		// Gone down, or restarted between two polls: every pooled
+		// connection is broken, and each would fail a read on its way out.
+		t.r.nodes[i].pool.Reset()
+	}
+	t.health[i] = h
+	t.choosePrimary()
+	if i == t.primary && h.Up && !h.InRecovery {
 		t.addSample(h.Position, now)
 	}
-	if i == 0 {
+	if i == t.primary {
 		t.replication, t.replErr = res.replication, ""
 		switch {
 		case err != nil:
@@ -315,14 +353,55 @@ func (t *tracker) pollOnce(ctx context.Context, i int) {
 			t.replErr = res.replErr.Error()
 		}
 	}
-	old := t.health[i]
-	if old.Up && (!h.Up || !h.started.Equal(old.started)) {
-		// Gone down, or restarted between two polls: every pooled
-		// connection is broken, and each would fail a read on its way out.
-		t.r.nodes[i].pool.Reset()
-	}
-	t.health[i] = h
 	t.publish(now)
+}
+
+// standbyEnd is the furthest WAL node i had received or replayed when the
+// tracker last saw it as a standby (0 if it did not): when the node turns
+// up as a primary on a new timeline, its history forked at or after this
+// position.
+func (t *tracker) standbyEnd(i int) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if h := t.health[i]; h.Up && h.InRecovery {
+		return max(h.Position, h.Receive)
+	}
+	return 0
+}
+
+// choosePrimary picks the node routing treats as the primary: the one
+// that answered its last poll as not in recovery; of two (split brain),
+// the one on the higher timeline, then the one that was the primary
+// already, then the first configured. With none, the last primary keeps
+// its slot, marked down or not a primary. Called with t.mu held.
+func (t *tracker) choosePrimary() {
+	best := -1
+	var primaries []string
+	for i, h := range t.health {
+		if !h.Up || h.InRecovery {
+			continue
+		}
+		primaries = append(primaries, fmt.Sprintf("%s (timeline %d)", h.Member, h.Timeline))
+		if b := best; b < 0 || h.Timeline > t.health[b].Timeline || (h.Timeline == t.health[b].Timeline && i == t.primary) {
+			best = i
+		}
+	}
+	if len(primaries) > 1 {
+		if key := strings.Join(primaries, ", "); key != t.splitBrain {
+			t.splitBrain = key
+			t.r.log.Error("SPLIT BRAIN: more than one node accepts writes; writes go to the one on the highest timeline",
+				"primaries", key, "chosen", t.health[best].Member)
+		}
+	} else {
+		t.splitBrain = ""
+	}
+	if best >= 0 && best != t.primary && t.hadPrimary {
+		t.r.log.Warn("the primary changed", "was", t.health[t.primary].Member, "now", t.health[best].Member,
+			"timeline", t.health[best].Timeline)
+	}
+	if best >= 0 {
+		t.primary, t.hadPrimary = best, true
+	}
 }
 
 // addSample records the primary's flush position at time now.
@@ -386,8 +465,18 @@ func (t *tracker) lagTime(replay uint64, at time.Time) (lag time.Duration, known
 // snapshot. Called with t.mu held.
 func (t *tracker) publish(now time.Time) {
 	snap := &snapshot{replication: t.replication, replErr: t.replErr}
-	copy(snap.nodes[:], t.health)
+	next := 1
+	for i, h := range t.health {
+		slot := 0
+		if i != t.primary {
+			slot, next = next, next+1
+		}
+		snap.nodes[slot] = h
+		snap.members[slot] = t.r.nodes[i]
+		snap.slotOf[i] = uint8(slot) // #nosec G115 -- slot < maxNodes
+	}
 	primary := &snap.nodes[0]
+	primary.Name = "primary"
 	snap.primaryDown = !primary.Up || primary.InRecovery
 	if !primary.Up {
 		primary.Status = Down
@@ -440,7 +529,9 @@ func (t *tracker) markDown(i int, err error) {
 	t.r.nodes[i].pool.Reset()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.health[i] = Health{Name: t.r.nodes[i].Name, CheckedAt: time.Now(), Err: err.Error()}
+	name := t.r.nodes[i].Name
+	t.health[i] = Health{Name: name, Member: name, CheckedAt: time.Now(), Err: err.Error()}
+	t.choosePrimary()
 	t.publish(time.Now())
 }
 
@@ -463,7 +554,8 @@ func FormatLSN(lsn uint64) string {
 	return fmt.Sprintf("%X/%X", lsn>>32, lsn&0xFFFFFFFF)
 }
 
-// Health returns what the tracker last saw of every node, primary first.
+// Health returns what the tracker last saw of every node, the primary
+// first, then the others in configuration order.
 func (r *Router) Health() []Health {
 	snap := r.snap.Load()
 	return append([]Health(nil), snap.nodes[:len(r.nodes)]...)

@@ -108,11 +108,11 @@ func (c *routerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRoundTrips, prometheus.CounterValue, float64(n), node)
 	}
 	for _, n := range r.Nodes() {
-		st := n.Stat()
-		ch <- prometheus.MustNewConstMetric(descPoolInUse, prometheus.GaugeValue, float64(st.AcquiredConns()), n.Name)
-		ch <- prometheus.MustNewConstMetric(descPoolIdle, prometheus.GaugeValue, float64(st.IdleConns()), n.Name)
-		ch <- prometheus.MustNewConstMetric(descPoolTotal, prometheus.GaugeValue, float64(st.TotalConns()), n.Name)
-		ch <- prometheus.MustNewConstMetric(descPoolWaits, prometheus.CounterValue, float64(st.EmptyAcquireCount()), n.Name)
+		st, label := n.Stat(), r.Label(n)
+		ch <- prometheus.MustNewConstMetric(descPoolInUse, prometheus.GaugeValue, float64(st.AcquiredConns()), label)
+		ch <- prometheus.MustNewConstMetric(descPoolIdle, prometheus.GaugeValue, float64(st.IdleConns()), label)
+		ch <- prometheus.MustNewConstMetric(descPoolTotal, prometheus.GaugeValue, float64(st.TotalConns()), label)
+		ch <- prometheus.MustNewConstMetric(descPoolWaits, prometheus.CounterValue, float64(st.EmptyAcquireCount()), label)
 	}
 	cur := r.Strategy()
 	for _, s := range dbrouter.Strategies() {
