@@ -30,7 +30,7 @@ type readView struct {
 type pageReads struct {
 	Reads    []readView
 	Summary  string // one line
-	Warn     bool   // some read may be missing the session's change, or be stale
+	Warn     bool   // some read may be missing the session's change, or be stale, or the change was lost
 	Strategy string // the strategy in force for this session
 	Own      bool   // the session chose its own strategy
 }
@@ -44,39 +44,51 @@ func explain(t *dbrouter.Trace, strategy dbrouter.Strategy, wait time.Duration) 
 		if d.Write {
 			continue
 		}
-		v := readView{Node: d.Node, Strategy: d.Strategy.String(), SQL: d.SQL, For: "this page's data"}
-		if d.Strategy != strategy {
-			v.For = "your session (who is signed in)"
-		}
-		v.You = position(d.SessionLSN)
-		if d.NodeLSN != 0 {
-			v.NodePos = dbrouter.FormatLSN(d.NodeLSN)
-			v.NodeWhen = "at the read"
-			if d.NodeLSNTracked {
-				v.NodeWhen = "at the tracker's last look"
-			}
-		}
-		switch {
-		case d.Paused:
-			v.State = "replay paused"
-		case d.ApplyDelay > 0:
-			v.State = "apply delay " + d.ApplyDelay.String()
-		}
-		v.Why, v.Verdict = why(d, wait)
-		behind := d.Node != "primary" && d.SessionLSN != 0 && d.SessionLSN != dbrouter.UnknownLSN && d.NodeLSN != 0 && d.NodeLSN < d.SessionLSN
-		if behind || d.Reason == dbrouter.ReasonStale {
-			v.Missing = fmt.Sprintf("this page may be missing your last change: %s has replayed up to %s, your change is at %s",
-				d.Node, v.NodePos, v.You)
-			v.Verdict = "may be missing your change"
-			if d.Reason == dbrouter.ReasonStale {
-				v.Verdict = "possibly stale"
-			}
-			p.Warn = true
-		}
+		v := explainRead(d, strategy, wait)
+		p.Warn = p.Warn || v.Missing != ""
 		p.Reads = append(p.Reads, v)
 	}
 	p.Summary = summary(p)
 	return p
+}
+
+// explainRead puts one read's decision into words.
+func explainRead(d dbrouter.Decision, strategy dbrouter.Strategy, wait time.Duration) readView {
+	v := readView{Node: d.Node, Strategy: d.Strategy.String(), SQL: d.SQL, For: "this page's data"}
+	if d.Strategy != strategy {
+		v.For = "your session (who is signed in)"
+	}
+	v.You = position(d.SessionLSN)
+	if d.NodeLSN != 0 {
+		v.NodePos = dbrouter.FormatLSN(d.NodeLSN)
+		v.NodeWhen = "at the read"
+		if d.NodeLSNTracked {
+			v.NodeWhen = "at the tracker's last look"
+		}
+	}
+	switch {
+	case d.Paused:
+		v.State = "replay paused"
+	case d.ApplyDelay > 0:
+		v.State = "apply delay " + d.ApplyDelay.String()
+	}
+	v.Why, v.Verdict = why(d, wait)
+	behind := d.Node != "primary" && d.SessionLSN != 0 && d.SessionLSN != dbrouter.UnknownLSN && d.NodeLSN != 0 && d.NodeLSN < d.SessionLSN
+	switch {
+	case d.Lost:
+		// Not a replica behind: no node has the change, and none will.
+		v.Why = "your last change is not in the new primary's history, so " + d.Node + " answered"
+		v.Missing = "your last change may have been lost in a failover: it was saved on the old primary after the point where the new primary's history begins"
+		v.Verdict = "change may be lost"
+	case behind || d.Reason == dbrouter.ReasonStale:
+		v.Missing = fmt.Sprintf("this page may be missing your last change: %s has replayed up to %s, your change is at %s",
+			d.Node, v.NodePos, v.You)
+		v.Verdict = "may be missing your change"
+		if d.Reason == dbrouter.ReasonStale {
+			v.Verdict = "possibly stale"
+		}
+	}
+	return v
 }
 
 // position writes a session position for people.

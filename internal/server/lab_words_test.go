@@ -33,6 +33,20 @@ func TestReadVerdict(t *testing.T) {
 	}
 }
 
+// TestExplainALostChange: a read after a failover lost the session's last
+// change says so in words, and marks the request as missing it.
+func TestExplainALostChange(t *testing.T) {
+	d := dbrouter.Decision{Node: "primary", Member: "replica1", Strategy: dbrouter.Causal, Reason: dbrouter.ReasonFallbackLag,
+		SessionLSN: dbrouter.UnknownLSN, NodeLSN: 0x5000000, Lost: true}
+	v := explainRead(d, dbrouter.Causal, 20*time.Millisecond)
+	if !strings.Contains(v.Missing, "may have been lost in a failover") || v.Verdict != "change may be lost" {
+		t.Fatalf("lost change explained as %q / %q", v.Missing, v.Verdict)
+	}
+	if class, _ := requestVerdict([]readView{v}); class != verdictMissing {
+		t.Fatalf("a request whose change was lost is classed %s", class)
+	}
+}
+
 func TestRequestVerdict(t *testing.T) {
 	lookup := readView{For: "your session (who is signed in)", Node: "primary", Verdict: "primary"}
 	data := readView{For: "this page's data", Node: "replica1", You: "none yet", Verdict: "random replica"}

@@ -19,6 +19,7 @@ type view struct {
 	Outage   bool // no database node answers: who is signed in is not known
 	Flash    string
 	Stale    bool      // some read may be stale: the primary is unreachable
+	Lost     bool      // the session's last change may have been lost in a failover
 	Reads    pageReads // the panel: how this page was read
 	Strategy string
 	Data     any
@@ -58,7 +59,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 	}
 	trace := dbrouter.TraceFrom(r.Context())
 	strategy := s.router.StrategyFor(r.Context())
-	v := view{User: currentUser(r), Flash: s.takeFlash(w, r), Strategy: strategy.String(), Data: data, Stale: trace.Stale()}
+	v := view{User: currentUser(r), Flash: s.takeFlash(w, r), Strategy: strategy.String(), Data: data, Stale: trace.Stale(), Lost: trace.Lost()}
 	if e, ok := data.(errorPage); ok && e.Outage {
 		v.Outage = true
 	}
