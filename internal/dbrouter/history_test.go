@@ -1,6 +1,10 @@
 package dbrouter
 
-import "testing"
+import (
+	"log/slog"
+	"testing"
+	"time"
+)
 
 func TestParseTimelineHistory(t *testing.T) {
 	file := "1\t0/3000060\tno recovery target specified\n\n2\t1/A0\tafter a switchover\n"
@@ -37,5 +41,58 @@ func TestResolveAcrossTimelines(t *testing.T) {
 	r.history.Store(&history{systemID: 7, timeline: 3, ends: map[uint32]uint64{2: 200}})
 	if got, lost := r.resolve(&State{Token: Token{7, 1, 50}}); !got.IsZero() || lost {
 		t.Errorf("a token of an ancestor of unknown end: %+v, %v; want the zero token", got, lost)
+	}
+}
+
+// TestChoosePrimaryFollowsRoles: the primary is whichever node answers as
+// not in recovery; of two, the higher timeline; a former primary back in
+// recovery is a usable replica; with none, the last primary keeps slot 0
+// and writes stop.
+func TestChoosePrimaryFollowsRoles(t *testing.T) {
+	r := offlineRouter("replica1", "replica2")
+	r.log = slog.New(slog.DiscardHandler)
+	tr := &tracker{r: r, maxBytes: 64 << 20, maxLag: time.Minute}
+	r.tracker = tr
+	set := func(states ...Health) *snapshot {
+		t.Helper()
+		for i, h := range states {
+			h.Name, h.Member = r.nodes[i].Name, r.nodes[i].Name
+			tr.health = append(tr.health[:i], h)
+		}
+		tr.choosePrimary()
+		tr.publish(time.Now())
+		return r.snap.Load()
+	}
+	primary := Health{Up: true, Timeline: 1, Position: 100}
+	standby := Health{Up: true, InRecovery: true, Position: 100}
+	snap := set(primary, standby, standby)
+	if snap.members[0].Name != "primary" || snap.primaryDown {
+		t.Fatalf("slot 0 is %s (down %v), want the configured primary", snap.members[0].Name, snap.primaryDown)
+	}
+	// The primary dies: nobody takes writes, the replicas keep reads.
+	snap = set(Health{}, standby, standby)
+	if !snap.primaryDown || snap.members[0].Name != "primary" || !snap.usable(1) || !snap.usable(2) {
+		t.Fatalf("with no primary: slot 0 %s, down %v, replicas usable %v %v", snap.members[0].Name, snap.primaryDown, snap.usable(1), snap.usable(2))
+	}
+	// replica2 is promoted; the old primary comes back in recovery.
+	snap = set(standby, standby, Health{Up: true, Timeline: 2, Position: 100})
+	if snap.members[0].Name != "replica2" || snap.primaryDown || snap.nodes[0].Name != "primary" {
+		t.Fatalf("after the promotion slot 0 is %s (%s), down %v", snap.members[0].Name, snap.nodes[0].Name, snap.primaryDown)
+	}
+	if snap.members[1] != r.nodes[0] || !snap.usable(1) {
+		t.Fatalf("the old primary back in recovery: slot 1 %s usable %v", snap.members[1].Name, snap.usable(1))
+	}
+	// Split brain: the configured primary takes writes on timeline 1 when
+	// replica2 is promoted onto timeline 2; the higher timeline wins over
+	// the incumbent.
+	if snap = set(primary, standby, standby); snap.members[0] != r.nodes[0] {
+		t.Fatalf("slot 0 is %s, want the configured primary back", snap.members[0].Name)
+	}
+	snap = set(primary, standby, Health{Up: true, Timeline: 2, Position: 100})
+	if snap.members[0].Name != "replica2" {
+		t.Fatalf("split brain: writes go to %s, want the higher timeline's replica2", snap.members[0].Name)
+	}
+	if snap.usable(int(snap.slotOf[0])) {
+		t.Fatal("split brain: the other primary gets reads")
 	}
 }
