@@ -64,7 +64,8 @@ func readOwner(t *testing.T, r *dbrouter.Router, s dbrouter.Strategy, st *dbrout
 // TestRouterFollowsAPromotion lists the nodes in scrambled order (a
 // follower as DATABASE_URL), crashes the leader and promotes replica1:
 // writes go nowhere while there is no primary, then to replica1 within a
-// few poll intervals of its promotion. A session whose last write replica1
+// few poll intervals of its promotion; replica2, left following the dead
+// leader past the fork, gets no reads. A session whose last write replica1
 // had replayed keeps read-your-writes on the new timeline; a session whose
 // last write was committed on the old leader after replica1 was cut off
 // has lost it, and its next read goes to the new primary and says so.
@@ -82,7 +83,9 @@ func TestRouterFollowsAPromotion(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		r.Close()
-		t.Logf("router log:\n%s", log.String())
+		if t.Failed() {
+			t.Logf("router log:\n%s", log.String())
+		}
 	})
 	leaderName, err := dbrouter.NodeName(c.PrimaryURL())
 	if err != nil {
@@ -130,6 +133,12 @@ func TestRouterFollowsAPromotion(t *testing.T) {
 		t.Fatalf("replica1 replayed %s, past the lost write's %s: the scenario did not happen",
 			dbrouter.FormatLSN(r1), dbrouter.FormatLSN(lost.Token.LSN))
 	}
+	// replica2 still follows the leader: it gets the write the failover
+	// will lose, and nobody re-points it afterwards.
+	super2 := superConn(t, c, nodes[2].Name)
+	testcluster.Eventually(t, 5*time.Second, "replica2 replays the write replica1 missed", func() bool {
+		return replayOf(t, super2) >= lost.Token.LSN
+	})
 	before := kept.Token
 
 	// No primary: writes are refused, reads go on.
@@ -169,6 +178,12 @@ func TestRouterFollowsAPromotion(t *testing.T) {
 	if h := r.Health()[0]; h.Member != nodes[1].Name || h.Timeline < 2 {
 		t.Fatalf("primary %s on timeline %d, want %s on a new timeline", h.Member, h.Timeline, nodes[1].Name)
 	}
+
+	// replica2 replayed past the switch point: it holds the lost write,
+	// which the primary's history does not, so it gets no reads.
+	testcluster.Eventually(t, 5*time.Second, "replica2 is off the primary's history", func() bool {
+		return member(nodes[2].Name).Status == dbrouter.Diverged
+	})
 
 	// The kept write, below the switch point, still routes causally: no
 	// failover words, and the session sees it.

@@ -21,10 +21,11 @@ const (
 	Down                     // unreachable: its probe failed, or a connection to it could not be made
 	NotReplica               // a "replica" that is not in recovery
 	Lagging                  // beyond the lag limit, or of unknown lag
+	Diverged                 // a standby on an older timeline, past the point where the primary's forked from it
 )
 
 func (e Status) String() string {
-	return [...]string{"usable", "down", "not a replica", "lagging"}[e]
+	return [...]string{"usable", "down", "not a replica", "lagging", "off the primary's history"}[e]
 }
 
 // Health is what the tracker last saw of one node.
@@ -42,8 +43,8 @@ type Health struct {
 	PauseState string // pg_get_wal_replay_pause_state(), replicas only
 	ApplyDelay time.Duration
 	// Timeline: a primary's current timeline, from its current WAL
-	// segment's name; a standby's, the timeline its walreceiver receives
-	// (0 while it has none).
+	// segment's name; a standby's, the timeline its walreceiver receives,
+	// or without one its last restartpoint's.
 	Timeline uint32
 	LagBytes int64 // reference position − replay position
 	Lag      time.Duration
@@ -124,7 +125,8 @@ const pollQuery = `
 	       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END,
 	       current_setting('recovery_min_apply_delay')::interval,
 	       pg_postmaster_start_time(),
-	       CASE WHEN pg_is_in_recovery() THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0)
+	       CASE WHEN pg_is_in_recovery() THEN COALESCE((SELECT NULLIF(received_tli, 0) FROM pg_stat_wal_receiver),
+	                                                (SELECT timeline_id FROM pg_control_checkpoint()))
 	            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END`
 
 // replicationQuery is the article's check, run by the poll of every node
@@ -503,6 +505,14 @@ func (t *tracker) publish(now time.Time) {
 		case !n.InRecovery:
 			n.Status = NotReplica
 			continue
+		}
+		if h := t.r.history.Load(); h != nil && n.Timeline != 0 && n.Timeline < h.timeline {
+			if end, known := h.ends[n.Timeline]; known && n.Position > end {
+				// It replayed WAL the primary's history does not have (a
+				// write a failover lost): its data is not the primary's.
+				n.Status = Diverged
+				continue
+			}
 		}
 		if ref > n.Position {
 			n.LagBytes = int64(ref - n.Position)

@@ -207,7 +207,7 @@ func nodeWords(h dbrouter.Health, primary bool, pausedSince time.Time, sinceKnow
 	case dbrouter.Down:
 		gets = "no: stopped or unreachable"
 	case dbrouter.NotReplica:
-		gets = "no: it is not replaying WAL (promoted?)"
+		gets = "no: it takes writes too (split brain?)"
 		if primary {
 			gets = "no: it is in recovery (a replica), so it takes no writes"
 		}
@@ -216,6 +216,8 @@ func nodeWords(h dbrouter.Health, primary bool, pausedSince time.Time, sinceKnow
 		if h.LagUnknown {
 			gets = "no: how far behind it is in time is not known yet"
 		}
+	case dbrouter.Diverged:
+		gets = "no: it replayed WAL the new primary never had (a write lost in a failover); rewind or rebuild it"
 	}
 	if !h.Up {
 		return "stopped or unreachable", "–", "–", gets
