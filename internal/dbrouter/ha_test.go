@@ -1,0 +1,336 @@
+package dbrouter_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"quest/internal/cluster"
+	"quest/internal/dbrouter"
+	"quest/internal/store"
+	"quest/internal/testcluster"
+)
+
+// haTTL is Patroni's ttl in the clusters of quest cluster up --ha: how long
+// the leader key outlives a crashed leader.
+const haTTL = 10 * time.Second
+
+// needHA skips the test when Patroni, etcd or PostgreSQL is missing, or
+// fails it under CI, where nothing may skip.
+func needHA(t *testing.T) {
+	t.Helper()
+	_, _, err := cluster.FindHATools()
+	if err == nil {
+		_, err = cluster.FindBinDir(cluster.Search{})
+	}
+	if err != nil {
+		if testcluster.InCI() {
+			t.Fatalf("%v (CI=true, so this fails)", err)
+		}
+		t.Skip(err)
+	}
+}
+
+// haLoad is what the light load saw.
+type haLoad struct {
+	reads, stale, lostReads  atomic.Int64
+	writes, refused, unknown atomic.Int64
+	firstWriteAfter          atomic.Int64 // unix nanoseconds of the first write acknowledged after the crash
+	mu                       sync.Mutex
+	errs                     []string
+}
+
+func (l *haLoad) fail(format string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.errs) < 20 {
+		l.errs = append(l.errs, format+": "+err.Error())
+	}
+}
+
+// TestRouterHAFailover is issue 14's quick real failover: a Patroni
+// cluster of three members behind the router, under light load (two
+// sessions writing and reading causally), its leader crashed (SIGKILL of
+// its Patroni and PostgreSQL). No read may fail — while there is no
+// primary they may be served possibly stale, and are counted apart —;
+// writes are refused with ErrReadOnly (or ErrOutcomeUnknown) until Patroni
+// promotes a replica, then work again within two poll intervals; and a
+// token taken before the crash still gives read-your-writes on the new
+// timeline (or, had the new leader missed the write, the router says it
+// may have been lost).
+func TestRouterHAFailover(t *testing.T) {
+	needHA(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir, err := testcluster.NewDir("ha-router")
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	c, err := cluster.Up(ctx, cluster.Config{Dir: dir, Port: 0, HA: true, BinDir: os.Getenv("QUEST_PG_BIN")})
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	var pids []int // every pid of the cluster, for the clean-up
+	see := func() {
+		if _, pid := c.Etcd(); pid > 0 {
+			pids = append(pids, pid)
+		}
+		ms, _ := c.Members(ctx)
+		for _, m := range ms {
+			if m.PID > 0 {
+				pids = append(pids, m.PID)
+			}
+		}
+		for _, p := range c.Processes() {
+			if p.Up {
+				pids = append(pids, p.PID)
+			}
+		}
+	}
+	see()
+	t.Cleanup(func() {
+		c.Down(context.Background(), true)
+		for _, pid := range pids {
+			if cluster.Alive(pid) {
+				t.Errorf("pid %d outlived the test; killing it", pid)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	t.Logf("up --ha: %s", time.Since(began).Round(100*time.Millisecond))
+	if err := store.MigrateURL(ctx, c.PrimaryURL(), "up", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+
+	// The router gets what quest cluster env prints: DATABASE_URL, the
+	// leader's, and REPLICA_URLS, each naming its member.
+	const poll = 50 * time.Millisecond
+	var log syncBuffer
+	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(),
+		PollInterval: poll, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r.Close()
+		if t.Failed() {
+			t.Logf("router log:\n%s", log.String())
+		}
+	})
+	leaderName, err := dbrouter.NodeName(c.PrimaryURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := "notes_ha"
+	if err := r.Write(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "CREATE TABLE "+table+" (id bigserial PRIMARY KEY, owner bigint NOT NULL, body text NOT NULL)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The session of the acceptance: one write, replayed by both replicas
+	// before the crash (the tracker sees it there).
+	kept := &dbrouter.State{Session: 1}
+	writeAs(t, r, kept, table, 1)
+	before := kept.Token
+	testcluster.Eventually(t, 10*time.Second, "the replicas replay the session's write", func() bool {
+		n := 0
+		for _, h := range r.Health() {
+			if h.Member != leaderName && h.Up && h.Position >= before.LSN {
+				n++
+			}
+		}
+		return n == 2
+	})
+
+	// Light load: two sessions, each writing a note and reading its notes
+	// back causally, every 20 ms, until the test says stop (bounded).
+	var load haLoad
+	var crashedAt atomic.Int64
+	lctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func(owner int64) {
+			defer wg.Done()
+			st := &dbrouter.State{Session: uint64(owner)}
+			acked := 0 // notes the session knows it has
+			for n := 0; n < 3000 && lctx.Err() == nil; n++ {
+				wctx := dbrouter.WithState(lctx, st)
+				err := r.Write(wctx, func(tx pgx.Tx) error {
+					_, err := tx.Exec(wctx, "INSERT INTO "+table+" (owner, body) VALUES ($1, 'load')", owner)
+					return err
+				})
+				switch {
+				case err == nil:
+					acked++
+					load.writes.Add(1)
+					if crashedAt.Load() != 0 {
+						load.firstWriteAfter.CompareAndSwap(0, time.Now().UnixNano())
+					}
+				case lctx.Err() != nil:
+					return
+				case errors.Is(err, dbrouter.ErrReadOnly):
+					load.refused.Add(1)
+				case errors.Is(err, dbrouter.ErrOutcomeUnknown):
+					load.unknown.Add(1)
+				default:
+					load.fail("write", err)
+				}
+				if crashedAt.Load() == 0 && err != nil {
+					load.fail("write before the crash", err)
+				}
+
+				rctx, trace := dbrouter.WithTrace(dbrouter.WithState(lctx, st))
+				var got int
+				err = r.ReadWith(rctx, dbrouter.Causal, dbrouter.Own, func(b *pgx.Batch) {
+					got = 0
+					b.Queue("SELECT count(*) FROM "+table+" WHERE owner = $1", owner).QueryRow(func(row pgx.Row) error {
+						return row.Scan(&got)
+					})
+				})
+				if err != nil {
+					if lctx.Err() != nil {
+						return
+					}
+					load.fail("read", err)
+				} else {
+					load.reads.Add(1)
+					d := trace.Decisions()
+					switch {
+					case len(d) != 1:
+						load.fail("read", errors.New("not one decision"))
+					case d[0].Reason == dbrouter.ReasonStale:
+						load.stale.Add(1)
+					case d[0].Lost:
+						// A failover lost the session's last change,
+						// and the router said so: what the primary
+						// holds is what the session has now.
+						load.lostReads.Add(1)
+						acked = got
+					case got < acked:
+						load.fail("read-your-writes", errors.New("a causal read saw fewer notes than the session wrote, from "+d[0].Member))
+					default:
+						acked = got // an outcome-unknown write may have been saved
+					}
+				}
+				select {
+				case <-lctx.Done():
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}(int64(10 + i))
+	}
+	defer func() { stop(); wg.Wait() }()
+	time.Sleep(time.Second) // under load before the crash
+
+	// The crash.
+	crashed := time.Now()
+	crashedAt.Store(crashed.UnixNano())
+	failed, err := c.Fail(ctx, "leader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testcluster.Eventually(t, 5*time.Second, "the router sees no primary", func() bool { return !r.Writable() })
+	newLeader, err := c.WaitLeader(ctx, failed, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	promoted := time.Now()
+	see()
+	// Writes come back by themselves: the load's first acknowledged write.
+	testcluster.Eventually(t, haTTL, "a write of the load acknowledged after the crash", func() bool {
+		return load.firstWriteAfter.Load() != 0
+	})
+	back := time.Unix(0, load.firstWriteAfter.Load())
+	time.Sleep(time.Second) // the load goes on a little on the new timeline
+	stop()
+	wg.Wait()
+
+	sinceCrash, sincePromotion := back.Sub(crashed), back.Sub(promoted)
+	t.Logf("fail %s: %s promoted %.1fs after the crash; writes worked again %.1fs after the crash, %.2fs after the promotion was seen",
+		failed, newLeader, promoted.Sub(crashed).Seconds(), sinceCrash.Seconds(), sincePromotion.Seconds())
+	t.Logf("load: %d reads served (%d possibly stale, %d said a change was lost), %d writes acknowledged, %d refused read-only, %d of unknown outcome",
+		load.reads.Load(), load.stale.Load(), load.lostReads.Load(), load.writes.Load(), load.refused.Load(), load.unknown.Load())
+	for _, e := range load.errs {
+		t.Errorf("load: %s", e)
+	}
+	if load.refused.Load()+load.unknown.Load() == 0 {
+		t.Errorf("no write was refused while there was no primary")
+	}
+	// The load writes every 20 ms or so, plus its read: allow that besides
+	// the router's two poll intervals.
+	if limit := 2*poll + 250*time.Millisecond; sincePromotion > limit {
+		t.Errorf("writes worked again %s after the promotion was seen, more than %s", sincePromotion, limit)
+	}
+	if limit := haTTL + 2*poll; sinceCrash > limit {
+		t.Logf("note: writes worked again %s after the crash, past Patroni's ttl + 2 poll intervals (%s), because the promotion itself took %s",
+			sinceCrash.Round(100*time.Millisecond), limit, promoted.Sub(crashed).Round(100*time.Millisecond))
+	}
+	if sinceCrash > 2*haTTL {
+		t.Errorf("writes worked again %s after the crash, more than twice Patroni's ttl", sinceCrash)
+	}
+
+	// The writes go to the new leader, on a new timeline.
+	wctx, trace := dbrouter.WithTrace(ctx)
+	if err := r.Write(wctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(wctx, "INSERT INTO "+table+" (owner, body) VALUES (9, 'after')")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	newName := newLeader // a replica before: its URL named it
+	if d := trace.Decisions(); len(d) != 1 || d[0].Member != newName || d[0].Node != "primary" {
+		t.Fatalf("write served by %+v, want %s as primary", d, newName)
+	}
+	if h := r.Health()[0]; h.Member != newName || h.Timeline <= before.Timeline {
+		t.Fatalf("primary %s on timeline %d, want %s on a timeline after %d", h.Member, h.Timeline, newName, before.Timeline)
+	}
+
+	// The pre-failover token: does the new leader hold its write?
+	nl, err := c.Node(newLeader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := pgx.Connect(ctx, c.URL(nl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var has int
+	err = direct.QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE owner = 1").Scan(&has)
+	direct.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &dbrouter.State{Session: kept.Session, Token: before}
+	n, d := readOwner(t, r, dbrouter.Causal, st, table, 1)
+	if has == 1 {
+		// Replayed before the crash: read-your-writes on the new timeline,
+		// no failover words.
+		if n != 1 || d.Lost {
+			t.Fatalf("pre-failover token: %d notes from %s (lost %v), want its note and no loss", n, d.Member, d.Lost)
+		}
+		if st.Token.Timeline <= before.Timeline || st.Token.LSN < before.LSN {
+			t.Errorf("the token %+v did not move onto the new timeline from %+v", st.Token, before)
+		}
+		t.Logf("pre-failover token (timeline %d): read its note on timeline %d from %s (%s)", before.Timeline, st.Token.Timeline, d.Node, d.Reason)
+	} else {
+		// The new leader missed it: the router must say it may be lost.
+		if !d.Lost || d.Node != "primary" {
+			t.Fatalf("pre-failover token, write missing on %s: read from %s, lost %v; want the primary, flagged lost", newLeader, d.Node, d.Lost)
+		}
+		t.Logf("pre-failover token: the new leader lacks its write; the router said it may have been lost")
+	}
+}
