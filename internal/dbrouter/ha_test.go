@@ -168,7 +168,7 @@ func TestRouterHAFailover(t *testing.T) {
 			st := &dbrouter.State{Session: uint64(owner)}
 			acked := 0 // notes the session knows it has
 			for n := 0; n < 3000 && lctx.Err() == nil; n++ {
-				wctx := dbrouter.WithState(lctx, st)
+				wctx, wtrace := dbrouter.WithTrace(dbrouter.WithState(lctx, st))
 				err := r.Write(wctx, func(tx pgx.Tx) error {
 					_, err := tx.Exec(wctx, "INSERT INTO "+table+" (owner, body) VALUES ($1, 'load')", owner)
 					return err
@@ -177,7 +177,9 @@ func TestRouterHAFailover(t *testing.T) {
 				case err == nil:
 					acked++
 					load.writes.Add(1)
-					if crashedAt.Load() != 0 {
+					// Writes are back: the first one acknowledged by
+					// another node than the crashed leader.
+					if d := wtrace.Decisions(); crashedAt.Load() != 0 && len(d) == 1 && d[0].Member != leaderName {
 						load.firstWriteAfter.CompareAndSwap(0, time.Now().UnixNano())
 					}
 				case lctx.Err() != nil:
