@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -122,18 +121,7 @@ func TestRouterHAFailover(t *testing.T) {
 	// The router gets what quest cluster env prints: DATABASE_URL, the
 	// leader's, and REPLICA_URLS, each naming its member.
 	const poll = 50 * time.Millisecond
-	var log syncBuffer
-	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(),
-		PollInterval: poll, Logger: slog.New(slog.NewTextHandler(&log, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		r.Close()
-		if t.Failed() {
-			t.Logf("router log:\n%s", log.String())
-		}
-	})
+	r := loggedRouter(t, ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), PollInterval: poll})
 	leaderName, err := dbrouter.NodeName(c.PrimaryURL())
 	if err != nil {
 		t.Fatal(err)

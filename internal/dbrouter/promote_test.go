@@ -75,18 +75,7 @@ func TestRouterFollowsAPromotion(t *testing.T) {
 	nodes := c.Nodes() // leader, replica1, replica2
 	urls := append([]string{c.ReplicaURLs()[0], c.PrimaryURL()}, c.ReplicaURLs()[1])
 	const poll = 50 * time.Millisecond
-	var log syncBuffer
-	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: urls[0], ReplicaURLs: urls[1:], PollInterval: poll,
-		Logger: slog.New(slog.NewTextHandler(&log, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		r.Close()
-		if t.Failed() {
-			t.Logf("router log:\n%s", log.String())
-		}
-	})
+	r := loggedRouter(t, ctx, dbrouter.Config{PrimaryURL: urls[0], ReplicaURLs: urls[1:], PollInterval: poll})
 	leaderName, err := dbrouter.NodeName(c.PrimaryURL())
 	if err != nil {
 		t.Fatal(err)
@@ -236,6 +225,25 @@ func writeAs(t *testing.T, r *dbrouter.Router, st *dbrouter.State, table string,
 	if st.Token.IsZero() {
 		t.Fatal("the write left no token")
 	}
+}
+
+// loggedRouter starts a router whose log the test prints if it fails,
+// and closes it when the test ends.
+func loggedRouter(t *testing.T, ctx context.Context, cfg dbrouter.Config) *dbrouter.Router {
+	t.Helper()
+	log := &syncBuffer{}
+	cfg.Logger = slog.New(slog.NewTextHandler(log, nil))
+	r, err := dbrouter.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r.Close()
+		if t.Failed() {
+			t.Logf("router log:\n%s", log.String())
+		}
+	})
+	return r
 }
 
 // syncBuffer is a bytes.Buffer the router's poll loops may log into at once.
