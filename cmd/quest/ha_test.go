@@ -99,21 +99,35 @@ func TestCLIHA(t *testing.T) {
 	}
 
 	// status: Patroni's view of each member beside what each says of itself.
-	out, _, err = quest(t, env, "cluster", "status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, re := range []string{
+	// Right after up, Patroni may still restart a replica to apply its
+	// settings, so its walsender row can be missing for a moment: status is
+	// asked again, for up to 15 s, until every line is there.
+	wantStatus := []string{
 		`(?m)^` + leader + `\s+leader\s+running\s+1\s+-\s+\d+\s+\d+\s+http://127\.0\.0\.1:\d+\s+\d+\s+\S+\s+-\s+0s$`,
 		`(?m)^` + replicas[0] + `\s+replica\s+running\s+1\s+\d+\s+.*not paused\s+0s$`,
 		`(?m)^` + replicas[1] + `\s+replica\s+running\s+1\s+\d+\s+.*not paused\s+0s$`,
 		`(?m)^etcd http://127\.0\.0\.1:\d+: up, pid \d+$`,
 		`(?m)^\d+\s+quest_replicator\s+` + replicas[0] + `\s+streaming\s+async`,
 		`(?m)^\d+\s+quest_replicator\s+` + replicas[1] + `\s+streaming\s+async`,
-	} {
-		if !regexp.MustCompile(re).MatchString(out) {
-			t.Errorf("status output lacks %s:\n%s", re, out)
+	}
+	var lacking []string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		out, _, err = quest(t, env, "cluster", "status")
+		if err != nil {
+			t.Fatal(err)
 		}
+		lacking = lacking[:0]
+		for _, re := range wantStatus {
+			if !regexp.MustCompile(re).MatchString(out) {
+				lacking = append(lacking, re)
+			}
+		}
+		if len(lacking) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, re := range lacking {
+		t.Errorf("status output lacks %s:\n%s", re, out)
 	}
 
 	// dbshell reaches a member by its name; the leader is the primary.
