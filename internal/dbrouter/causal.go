@@ -174,6 +174,13 @@ func (r *Router) resolve(st *State) (tok Token, lost bool) {
 	}
 }
 
+// isLost reports whether the session's last change is one a failover may
+// have lost (see resolve).
+func (r *Router) isLost(st *State) bool {
+	_, lost := r.resolve(st)
+	return lost
+}
+
 // token returns the session's token in the current history (see resolve).
 func (r *Router) token(st *State) Token {
 	t, _ := r.resolve(st)
@@ -186,7 +193,10 @@ func (r *Router) advance(st *State, lsn uint64) {
 	if st == nil || h == nil || lsn == 0 {
 		return
 	}
-	cur := r.token(st)
+	cur, lost := r.resolve(st)
+	if lost {
+		return // only a read on the primary settles a lost token (causalOnPrimary)
+	}
 	if lsn > cur.LSN || (lsn == cur.LSN && st.Token.Timeline != h.timeline) {
 		st.Token = h.at(lsn)
 		st.changed = true

@@ -164,6 +164,7 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 		m, sent, err = r.writeOnce(ctx, node, fn, true)
 	}
 	st := StateFrom(ctx)
+	lost := false
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
@@ -189,15 +190,14 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 			st.LastWrite = m.at
 			st.changed = true
 		}
-		if _, lost := r.resolve(st); lost && !m.token.IsZero() {
-			// The session writes again after a failover lost its last
-			// change: this write is what it has seen now.
-			st.Token = m.token
-			st.changed = true
-		}
+		// A session whose earlier change a failover lost keeps its lost
+		// token through this write: the page after it (and the next read,
+		// on the primary, which settles the token) must still say that the
+		// earlier change may be gone. advance leaves a lost token alone.
+		lost = r.isLost(st)
 		r.advance(st, m.token.LSN)
 	}
-	r.record(ctx, Decision{Node: "primary", Member: node.Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true})
+	r.record(ctx, Decision{Node: "primary", Member: node.Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true, Lost: lost})
 	return nil
 }
 
@@ -207,7 +207,7 @@ func (r *Router) setUnknown(st *State, at time.Time) {
 	if at.After(st.LastWrite) {
 		st.LastWrite = at
 	}
-	if h := r.history.Load(); h != nil {
+	if h := r.history.Load(); h != nil && !r.isLost(st) {
 		st.Token = h.at(UnknownLSN)
 	}
 	st.changed = true

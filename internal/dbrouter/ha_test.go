@@ -226,8 +226,8 @@ func TestRouterHAFailover(t *testing.T) {
 					case d[0].Reason == dbrouter.ReasonStale:
 						load.stale.Add(1)
 					case got < acked:
-						// Only an acknowledged write the failover lost may
-						// explain it: checked against the new leader below.
+						// A silent short read: reported below with what
+						// the new leader holds.
 						k := owner - 10
 						if m := int64(acked - got); m > load.short[k].Load() {
 							load.short[k].Store(m)
@@ -287,11 +287,10 @@ func TestRouterHAFailover(t *testing.T) {
 		lost := load.ackedBy[k].Load() - int64(held)
 		short := load.short[k].Load()
 		t.Logf("session %d: %d writes acknowledged, %d on the new primary (%d lost); causal reads fell short by up to %d", owner, load.ackedBy[k].Load(), held, lost, short)
-		if short > 0 && short > lost {
-			t.Errorf("session %d: a causal read fell %d notes short, more than the %d acknowledged writes the failover lost", owner, short, lost)
-		}
 		if short > 0 {
-			t.Logf("session %d: the failover lost acknowledged writes and no read said so (the session wrote again first)", owner)
+			// Even a session that wrote again after the failover must be
+			// told its earlier change is gone: never a silent short read.
+			t.Errorf("session %d: a causal read fell %d notes short and did not say a change was lost (%d acknowledged writes lost)", owner, short, lost)
 		}
 	}
 	for _, e := range load.errs {

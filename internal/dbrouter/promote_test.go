@@ -196,6 +196,28 @@ func TestRouterFollowsAPromotion(t *testing.T) {
 			t.Fatalf("%s: the read after still says the change was lost", s)
 		}
 	}
+
+	// The lost session writes again before it reads: the write itself,
+	// and the read after it, still say the earlier change may be gone,
+	// and that read sees the new write.
+	st = &dbrouter.State{Session: lost.Session, Token: lost.Token}
+	wctx, wtrace := dbrouter.WithTrace(dbrouter.WithState(context.Background(), st))
+	if err := r.Write(wctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(wctx, "INSERT INTO "+table+" (owner, body) VALUES (2, 'again')")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if d := wtrace.Decisions(); len(d) != 1 || !d[0].Lost {
+		t.Fatalf("the write after a lost change: decisions %+v, want one flagged lost", d)
+	}
+	n, d := readOwner(t, r, dbrouter.Causal, st, table, 2)
+	if !d.Lost || d.Node != "primary" || n != 1 {
+		t.Fatalf("the read after writing again: %d notes from %s, lost %v; want the new note from the primary, flagged lost", n, d.Node, d.Lost)
+	}
+	if _, d := readOwner(t, r, dbrouter.Causal, st, table, 2); d.Lost {
+		t.Fatal("the read after that still says the change was lost")
+	}
 }
 
 // newTableOn creates a notes table through r.
