@@ -78,7 +78,7 @@ func explainRead(d dbrouter.Decision, strategy dbrouter.Strategy, wait time.Dura
 	case d.Lost:
 		// Not a replica behind: no node has the change, and none will.
 		v.Why = "your last change is not in the new primary's history, so " + d.Node + " answered"
-		v.Missing = "a change you made before the failover may have been lost in it: it was saved on the old primary after the point where the new primary's history begins"
+		v.Missing = "a change you made just before the primary changed may have been lost in a failover: it was saved on the old primary after the point where the new primary's history begins"
 		v.Verdict = "change may be lost"
 	case behind || d.Reason == dbrouter.ReasonStale:
 		v.Missing = fmt.Sprintf("this page may be missing your last change: %s has replayed up to %s, your change is at %s",
