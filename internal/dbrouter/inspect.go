@@ -13,6 +13,7 @@ type NodeInfo struct {
 	Position   string        // flush position on a primary, replay position on a replica
 	PauseState string        // replicas only
 	ApplyDelay time.Duration // recovery_min_apply_delay
+	Patroni    Patroni       // what Patroni said of the member, when the router asks it
 }
 
 // Role is "primary", "replica" or "unreachable".
@@ -46,6 +47,10 @@ type ClusterView struct {
 	Nodes       []NodeInfo
 	Replication []ReplicationRow
 	ReplErr     string
+	// PatroniURL is the Patroni REST API that last answered the router's
+	// discovery, PatroniErr why none did; both empty without discovery.
+	PatroniURL string
+	PatroniErr string
 }
 
 // Inspect returns what the tracker last saw of every node (the primary
@@ -59,7 +64,7 @@ func (r *Router) Inspect() ClusterView {
 	for i := range r.nodes {
 		h := snap.nodes[i]
 		info := NodeInfo{Name: h.Name, Member: h.Member, Timeline: h.Timeline, Reachable: h.Up, Err: h.Err, InRecovery: h.InRecovery,
-			PauseState: h.PauseState, ApplyDelay: h.ApplyDelay}
+			PauseState: h.PauseState, ApplyDelay: h.ApplyDelay, Patroni: h.Patroni}
 		if h.Up && h.Position != 0 {
 			info.Position = FormatLSN(h.Position)
 		}

@@ -56,8 +56,23 @@ type Health struct {
 	Status     Status // whether the node gets reads, and if not why
 	CheckedAt  time.Time
 	Err        string
+	// Patroni is what Patroni's REST API last said of the member, when the
+	// router discovers its nodes there (Config.PatroniURLs). Routing
+	// follows the node's own answers; this is shown beside them.
+	Patroni Patroni
 
 	started time.Time // pg_postmaster_start_time(): a change means a restart
+}
+
+// Patroni is one member as Patroni's REST API (GET /cluster) reports it.
+// The zero value: the router does not ask Patroni, or Patroni did not list
+// the member.
+type Patroni struct {
+	Listed   bool
+	Role     string // "leader", "replica", "sync_standby", "standby_leader"
+	State    string // "running", "streaming", "starting", "stopped", "crashed", …
+	Timeline uint32
+	LagBytes int64 // a replica's lag as Patroni reports it; -1 when unknown
 }
 
 // snapshot is the routing table the poller publishes; the request path
