@@ -29,6 +29,10 @@ type config struct {
 	DatabaseURL string
 	ReplicaURLs []string
 	FromCluster string // the local cluster's state dir, when the URLs came from it
+	// PatroniURLs are Patroni REST APIs the router discovers the nodes
+	// from (--patroni-url, $QUEST_PATRONI_URL; a local Patroni cluster's
+	// own when the URLs came from it).
+	PatroniURLs []string
 
 	// PGBin is the PostgreSQL bin directory to use (--pg-bin, $QUEST_PG_BIN);
 	// empty means search the machine (cluster.FindBinDir).
@@ -44,8 +48,8 @@ type config struct {
 	LoginLimit   int
 	Secure       bool
 
-	groups                              flagGroup
-	flagURL, flagReplicas, strategyName string
+	groups                                           flagGroup
+	flagURL, flagReplicas, flagPatroni, strategyName string
 }
 
 // flagGroup names a group of flags a subcommand takes.
@@ -88,6 +92,7 @@ func (e environment) addFlags(fs *flag.FlagSet, cfg *config, groups flagGroup) {
 		fs.DurationVar(&cfg.PollInterval, "poll-interval", 100*time.Millisecond, "how often the lag tracker polls each node")
 		fs.DurationVar(&cfg.MaxLag, "max-lag", 30*time.Second, "a replica further behind than this gets no reads")
 		fs.Int64Var(&cfg.MaxLagMB, "max-lag-mb", 64, "a replica further behind than this many MB gets no reads")
+		fs.StringVar(&cfg.flagPatroni, "patroni-url", "", "comma-separated Patroni REST API URLs, any member's (default $QUEST_PATRONI_URL):\nthe nodes are then Patroni's members, followed as they come and go")
 		fs.IntVar(&cfg.LoginLimit, "login-limit", 30, "sign-in attempts per minute from one address")
 		fs.BoolVar(&cfg.Secure, "secure-cookies", e.getenv("QUEST_SECURE_COOKIES") == "true", "mark cookies Secure (behind TLS; $QUEST_SECURE_COOKIES=true)")
 	}
@@ -105,6 +110,9 @@ func (e environment) resolve(cfg *config) error {
 		if cfg.TimedDelay <= 0 || cfg.PollInterval <= 0 || cfg.MaxLag <= 0 || cfg.MaxLagMB <= 0 || cfg.LoginLimit <= 0 {
 			return fmt.Errorf("--timed-delay, --poll-interval, --max-lag, --max-lag-mb and --login-limit must be positive")
 		}
+	}
+	if cfg.groups&serveFlags != 0 {
+		cfg.PatroniURLs = splitList(firstNonEmpty(cfg.flagPatroni, e.getenv("QUEST_PATRONI_URL")))
 	}
 	if cfg.groups&databaseFlag == 0 {
 		return nil
@@ -127,13 +135,23 @@ func (e environment) resolve(cfg *config) error {
 		if replicas == "" && cfg.groups&replicasFlag != 0 {
 			cfg.ReplicaURLs = c.ReplicaURLs()
 		}
-	}
-	for _, u := range strings.Split(replicas, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			cfg.ReplicaURLs = append(cfg.ReplicaURLs, u)
+		if len(cfg.PatroniURLs) == 0 && cfg.groups&serveFlags != 0 {
+			cfg.PatroniURLs = c.PatroniURLs() // nil for a plain cluster
 		}
 	}
+	cfg.ReplicaURLs = append(cfg.ReplicaURLs, splitList(replicas)...)
 	return nil
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 func firstNonEmpty(vals ...string) string {

@@ -55,6 +55,7 @@ func (e environment) serve(ctx context.Context, args []string) error {
 			PollInterval: cfg.PollInterval,
 			MaxLag:       cfg.MaxLag,
 			MaxLagBytes:  cfg.MaxLagMB << 20,
+			PatroniURLs:  cfg.PatroniURLs,
 		},
 		Levers:                 levers,
 		Logger:                 logger,
@@ -77,8 +78,12 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	home := browseURL(a.Addr())
+	nodes := plural(len(a.Router.Replicas()), "replica")
+	if len(cfg.PatroniURLs) > 0 {
+		nodes += " — the members Patroni lists, followed as they change"
+	}
 	fmt.Fprintf(e.stdout, "Quest is serving on %s — the lab: %s/lab (%s, strategy %s; stop with Ctrl-C)\n",
-		home, home, plural(len(cfg.ReplicaURLs), "replica"), cfg.Strategy)
+		home, home, nodes, cfg.Strategy)
 	if others := sharedURLs(a.Addr()); len(others) > 0 {
 		fmt.Fprintf(e.stdout, "shared with the network: others open %s\n", strings.Join(others, " or "))
 	}

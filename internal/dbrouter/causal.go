@@ -297,7 +297,7 @@ func (r *Router) readCausal(ctx context.Context, st *State, s Strategy, intent I
 	}
 	// Nothing fresh enough answered and the primary could not: serve the
 	// freshest replica, flagged as possibly stale.
-	if i := freshestReplica(snap, len(r.nodes)); i > 0 {
+	if i := freshestReplica(snap, snap.n); i > 0 {
 		node := snap.members[i]
 		r.causal.extraTrips.Add(1)
 		d := r.decision(snap, i, s, intent, ReasonStale, token.LSN)

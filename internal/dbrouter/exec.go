@@ -51,6 +51,9 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 	st := StateFrom(ctx)
 	var p plan
 	snap := r.snap.Load()
+	if snap.n == 0 {
+		return ErrUnavailable // discovery is replacing the only node
+	}
 	if _, lost := r.resolve(st); lost {
 		// The session's last change is beyond the point where the current
 		// timeline forked from its own: the failover may have lost it.
@@ -159,7 +162,7 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	node := snap.members[0]
 	m, sent, err := r.writeOnce(ctx, node, fn, false)
 	if err != nil && !sent && nodeFailed(err) && ctx.Err() == nil {
-		r.tracker.kick(node.index)
+		r.tracker.kick(node)
 		r.log.WarnContext(ctx, "a write's connection failed before COMMIT; running it again on a live connection", "err", err)
 		m, sent, err = r.writeOnce(ctx, node, fn, true)
 	}
@@ -170,17 +173,17 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	case ctx.Err() != nil:
 		return err
 	case sent && nodeFailed(err):
-		r.tracker.kick(node.index)
+		r.tracker.kick(node)
 		r.log.WarnContext(ctx, "the connection failed while COMMIT was in flight; the write may have been saved", "err", err)
 		if st != nil {
 			r.setUnknown(st, time.Now())
 		}
 		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	case isConnectError(err):
-		r.tracker.markDown(node.index, err)
+		r.tracker.markDown(node, err)
 		return fmt.Errorf("%w: %w", ErrReadOnly, err)
 	case nodeFailed(err) || isCode(err, "25006"): // 25006: the "primary" is a standby
-		r.tracker.kick(node.index)
+		r.tracker.kick(node)
 		return fmt.Errorf("%w: %w", ErrReadOnly, err)
 	default:
 		return err
@@ -270,9 +273,10 @@ func (r *Router) record(ctx context.Context, d Decision) {
 	if d.Write {
 		return
 	}
-	for i, n := range r.nodes {
+	snap := r.snap.Load()
+	for _, n := range snap.members[:snap.n] {
 		if n.Name == d.Member {
-			r.counts.reads[i][d.Strategy][d.Reason][d.Intent].Add(1)
+			n.counts.reads[d.Strategy][d.Reason][d.Intent].Add(1)
 			return
 		}
 	}
@@ -287,9 +291,9 @@ func (r *Router) record(ctx context.Context, d Decision) {
 func (r *Router) mayRetryElsewhere(ctx context.Context, snap *snapshot, i int, err error) bool {
 	switch {
 	case isConnectError(err):
-		r.tracker.markDown(snap.members[i].index, err)
+		r.tracker.markDown(snap.members[i], err)
 	case nodeFailed(err):
-		r.tracker.kick(snap.members[i].index)
+		r.tracker.kick(snap.members[i])
 	case i > 0 && isCode(err, "40001"):
 	default:
 		return false

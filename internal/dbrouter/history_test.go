@@ -1,7 +1,6 @@
 package dbrouter
 
 import (
-	"log/slog"
 	"testing"
 	"time"
 )
@@ -50,14 +49,13 @@ func TestResolveAcrossTimelines(t *testing.T) {
 // and writes stop.
 func TestChoosePrimaryFollowsRoles(t *testing.T) {
 	r := offlineRouter("replica1", "replica2")
-	r.log = slog.New(slog.DiscardHandler)
-	tr := &tracker{r: r, maxBytes: 64 << 20, maxLag: time.Minute}
-	r.tracker = tr
+	tr := r.tracker
 	set := func(states ...Health) *snapshot {
 		t.Helper()
 		for i, h := range states {
-			h.Name, h.Member = r.nodes[i].Name, r.nodes[i].Name
-			tr.health = append(tr.health[:i], h)
+			n := r.configured(i)
+			h.Name, h.Member = n.Name, n.Name
+			tr.members[i].health = h
 		}
 		tr.choosePrimary()
 		tr.publish(time.Now())
@@ -79,20 +77,20 @@ func TestChoosePrimaryFollowsRoles(t *testing.T) {
 	if snap.members[0].Name != "replica2" || snap.primaryDown || snap.nodes[0].Name != "primary" {
 		t.Fatalf("after the promotion slot 0 is %s (%s), down %v", snap.members[0].Name, snap.nodes[0].Name, snap.primaryDown)
 	}
-	if snap.members[1] != r.nodes[0] || !snap.usable(1) {
+	if snap.members[1] != r.configured(0) || !snap.usable(1) {
 		t.Fatalf("the old primary back in recovery: slot 1 %s usable %v", snap.members[1].Name, snap.usable(1))
 	}
 	// Split brain: the configured primary takes writes on timeline 1 when
 	// replica2 is promoted onto timeline 2; the higher timeline wins over
 	// the incumbent.
-	if snap = set(primary, standby, standby); snap.members[0] != r.nodes[0] {
+	if snap = set(primary, standby, standby); snap.members[0] != r.configured(0) {
 		t.Fatalf("slot 0 is %s, want the configured primary back", snap.members[0].Name)
 	}
 	snap = set(primary, standby, Health{Up: true, Timeline: 2, Position: 100})
 	if snap.members[0].Name != "replica2" {
 		t.Fatalf("split brain: writes go to %s, want the higher timeline's replica2", snap.members[0].Name)
 	}
-	if snap.usable(int(snap.slotOf[0])) {
+	if snap.usable(snap.slotOf(r.configured(0))) {
 		t.Fatal("split brain: the other primary gets reads")
 	}
 }

@@ -60,8 +60,9 @@ type ClusterView struct {
 // and cannot delay the tracker.
 func (r *Router) Inspect() ClusterView {
 	snap := r.snap.Load()
-	view := ClusterView{Nodes: make([]NodeInfo, len(r.nodes)), Replication: snap.replication, ReplErr: snap.replErr}
-	for i := range r.nodes {
+	view := ClusterView{Nodes: make([]NodeInfo, snap.n), Replication: snap.replication, ReplErr: snap.replErr,
+		PatroniURL: snap.patroniURL, PatroniErr: snap.patroniErr}
+	for i := range snap.n {
 		h := snap.nodes[i]
 		info := NodeInfo{Name: h.Name, Member: h.Member, Timeline: h.Timeline, Reachable: h.Up, Err: h.Err, InRecovery: h.InRecovery,
 			PauseState: h.PauseState, ApplyDelay: h.ApplyDelay, Patroni: h.Patroni}
@@ -77,7 +78,7 @@ func (r *Router) Inspect() ClusterView {
 // none, no page can be served, and health checks should say so.
 func (r *Router) Serving() bool {
 	snap := r.snap.Load()
-	for i := range r.nodes {
+	for i := range snap.n {
 		if snap.nodes[i].Up {
 			return true
 		}

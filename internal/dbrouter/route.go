@@ -45,7 +45,7 @@ func (r *Router) rendezvous(snap *snapshot, session uint64, order *[maxNodes]uin
 	defer keyPool.Put(key)
 	binary.LittleEndian.PutUint64(key[:8], session)
 	n := 0
-	for slot := 1; slot < len(r.nodes); slot++ {
+	for slot := 1; slot < snap.n; slot++ {
 		binary.LittleEndian.PutUint64(key[8:], snap.members[slot].seed)
 		w := murmur3.Sum64(key[:])
 		// Insertion sort: a handful of replicas.

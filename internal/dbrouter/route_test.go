@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -10,24 +11,26 @@ import (
 // offlineRouter builds a router over named replicas without any database:
 // enough for the routing decision, which reads only memory.
 func offlineRouter(replicas ...string) *Router {
-	r := &Router{timedDelay: 2 * time.Second, rand: rand.New(rand.NewPCG(1, 2))}
-	r.nodes = append(r.nodes, &Node{Name: "primary", index: 0, seed: nodeSeed("primary")})
-	for i, name := range replicas {
-		r.nodes = append(r.nodes, &Node{Name: name, index: i + 1, seed: nodeSeed(name)})
+	r := &Router{timedDelay: 2 * time.Second, rand: rand.New(rand.NewPCG(1, 2)), log: slog.New(slog.DiscardHandler)}
+	tr := &tracker{r: r, maxBytes: 64 << 20, maxLag: time.Minute}
+	r.tracker = tr
+	for i, name := range append([]string{"primary"}, replicas...) {
+		n := &Node{Name: name, seed: nodeSeed(name), counts: r.counts.of(name)}
+		tr.members = append(tr.members, &member{node: n, health: Health{Name: name, Member: name, Up: true, InRecovery: i > 0}})
 	}
-	snap := &snapshot{}
-	for i, n := range r.nodes {
-		snap.nodes[i] = Health{Name: n.Name, Member: n.Name, Up: true, InRecovery: i > 0}
-		snap.members[i], snap.slotOf[i] = n, uint8(i)
-	}
-	r.snap.Store(snap)
+	tr.primary = tr.members[0]
+	tr.publish(time.Now())
 	return r
 }
 
+// configured returns the i-th node in configuration order.
+func (r *Router) configured(i int) *Node { return r.tracker.members[i].node }
+
 func stickyNode(r *Router, session uint64) string {
 	var p plan
-	r.decide(&State{Session: session}, Shared, Sticky, time.Now(), r.snap.Load(), &p)
-	return r.nodes[p.nodes[0]].Name
+	snap := r.snap.Load()
+	r.decide(&State{Session: session}, Shared, Sticky, time.Now(), snap, &p)
+	return snap.members[p.nodes[0]].Name
 }
 
 func TestRendezvousSpreadsEvenly(t *testing.T) {
@@ -72,7 +75,7 @@ func TestDownReplicaShareSpreadsOverTheRest(t *testing.T) {
 	for s := uint64(1); s <= 10000; s++ {
 		var p plan
 		r.decide(&State{Session: s}, Shared, Sticky, time.Now(), &snap, &p)
-		counts[r.nodes[p.nodes[0]].Name]++
+		counts[snap.members[p.nodes[0]].Name]++
 	}
 	if counts["replica3"] != 0 {
 		t.Fatalf("the down replica still got %d sessions", counts["replica3"])
@@ -109,7 +112,7 @@ func TestDecideFollowsEachStrategy(t *testing.T) {
 			var p plan
 			r.decide(tt.st, tt.intent, tt.s, now, r.snap.Load(), &p)
 			if gotPrimary := p.nodes[0] == 0; gotPrimary != tt.primary || p.reason != tt.reason {
-				t.Fatalf("first node %s reason %s; want primary=%v reason %s", r.nodes[p.nodes[0]].Name, p.reason, tt.primary, tt.reason)
+				t.Fatalf("first node %s reason %s; want primary=%v reason %s", r.snap.Load().members[p.nodes[0]].Name, p.reason, tt.primary, tt.reason)
 			}
 			if p.n != 3 {
 				t.Fatalf("plan has %d nodes, want every node as a fallback", p.n)

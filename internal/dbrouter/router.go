@@ -22,8 +22,10 @@ import (
 )
 
 // maxNodes bounds the nodes (the primary and its replicas), so routing
-// works on fixed-size arrays and allocates nothing: a configuration limit.
-const maxNodes = 9
+// works on fixed-size arrays and allocates nothing. It is a configuration
+// limit: New refuses more URLs, and discovery leaves further Patroni
+// members out, saying so in the log and on the status pages.
+const maxNodes = 16
 
 // Config configures a Router. Zero values mean the defaults.
 //
@@ -47,6 +49,19 @@ type Config struct {
 	// behind than this while a fresher replica exists; default 1 s.
 	PreferFresh time.Duration
 
+	// PatroniURLs, when set, are Patroni REST APIs (any members', several
+	// allowed: the first that answers is used). The router then asks
+	// Patroni for the cluster's members every DiscoverInterval, adds the
+	// ones it does not have and drops the ones Patroni no longer lists,
+	// without a restart. A member's URL is PrimaryURL with the member's
+	// host, port and name (as application_name): PrimaryURL gives the
+	// credentials and database, and with ReplicaURLs the nodes to use
+	// until Patroni first answers. Routing still follows each node's own
+	// answers (pg_is_in_recovery, on every poll); what Patroni says of a
+	// member is shown beside them (Health.Patroni).
+	PatroniURLs      []string
+	DiscoverInterval time.Duration // default 1 s
+
 	// Rand picks random replicas; tests pass a seeded source to make
 	// anomalies deterministic. Default: a randomly seeded PCG.
 	Rand *rand.Rand
@@ -57,25 +72,27 @@ type Config struct {
 // Node is one database server with its pool.
 type Node struct {
 	// Name is the node's identity, whatever its role: its URL's
-	// application_name when set, else host:port/dbname. It seeds
-	// rendezvous hashing, so it must not depend on the node's place in a
-	// list: adding or removing a replica then moves only the sessions that
-	// must move. Pages show the primary as "primary" (Router.Label).
+	// application_name when set (a Patroni member's name, when discovered),
+	// else host:port/dbname. It seeds rendezvous hashing, so it must not
+	// depend on the node's place in a list: adding or removing a replica
+	// then moves only the sessions that must move. Pages show the primary
+	// as "primary" (Router.Label).
 	Name string
 
-	pool *pgxpool.Pool
-
-	index int
-	seed  uint64 // the node's rendezvous identity, from its name
+	pool   *pgxpool.Pool
+	addr   string // host:port, to tell when discovery moves a member
+	seed   uint64 // the node's rendezvous identity, from its name
+	probe  *probe // the tracker's own connection to it
+	counts *nodeCounters
 }
 
 // Router routes reads and writes over the nodes.
 type Router struct {
-	nodes       []*Node // in configuration order; the snapshot says which is the primary
 	strategy    atomic.Uint32
 	timedDelay  time.Duration
 	causalWait  time.Duration
 	preferFresh time.Duration
+	maxConns    int32
 	// pollInterval bounds the error of the tracker's lag estimate.
 	pollInterval time.Duration
 	log          *slog.Logger
@@ -91,6 +108,8 @@ type Router struct {
 	tracker *tracker
 	counts  counters
 	causal  causalCounters
+	// discovery asks Patroni for the members; nil without PatroniURLs.
+	discovery *discovery
 
 	// testAfterCommit, set only by tests, runs between a write's COMMIT
 	// and the read of its position: where a primary crash hurts most.
@@ -112,45 +131,89 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 	}
 	cfg = withDefaults(cfg)
 	r := &Router{timedDelay: cfg.TimedDelay, causalWait: cfg.CausalWait, preferFresh: cfg.PreferFresh,
-		pollInterval: cfg.PollInterval, log: cfg.Logger, rand: cfg.Rand}
+		pollInterval: cfg.PollInterval, log: cfg.Logger, rand: cfg.Rand, maxConns: cfg.MaxConns}
 	r.strategy.Store(uint32(cfg.Strategy))
 	t := &tracker{r: r, interval: cfg.PollInterval, maxBytes: cfg.MaxLagBytes, maxLag: cfg.MaxLag}
 	r.tracker = t
 	urls := append([]string{cfg.PrimaryURL}, cfg.ReplicaURLs...)
 	seen := map[string]int{}
+	var configs []*pgxpool.Config
 	for i, u := range urls {
 		pc, err := poolConfig(u, cfg.MaxConns)
 		if err != nil {
-			r.Close()
 			return nil, fmt.Errorf("dbrouter: node %d of %d: %w", i+1, len(urls), err)
 		}
 		name := replicaName(pc.ConnConfig)
-		if j, dup := seen[name]; dup || name == "primary" {
-			r.Close()
-			if !dup {
-				return nil, fmt.Errorf("dbrouter: node %d is named \"primary\", the name pages give the current primary; choose another application_name", i+1)
-			}
+		if err := checkName(name); err != nil {
+			return nil, fmt.Errorf("dbrouter: node %d: %w", i+1, err)
+		}
+		if j, dup := seen[name]; dup {
 			return nil, fmt.Errorf("dbrouter: nodes %d and %d are both named %q; give each URL its own application_name", j+1, i+1, name)
 		}
 		seen[name] = i
-		if pc.ConnConfig.RuntimeParams["application_name"] == "" {
-			pc.ConnConfig.RuntimeParams["application_name"] = "quest"
-		}
-		pc.ConnConfig.Tracer = &roundTripTracer{n: &r.counts.roundTrips[i]}
-		pool, err := pgxpool.NewWithConfig(ctx, pc)
+		configs = append(configs, pc)
+	}
+	if len(cfg.PatroniURLs) > 0 {
+		d, err := newDiscovery(r, cfg.PatroniURLs, configs[0], cfg.DiscoverInterval)
 		if err != nil {
-			r.Close()
-			return nil, fmt.Errorf("dbrouter: %s: %w", name, err)
+			return nil, err
 		}
-		r.nodes = append(r.nodes, &Node{Name: name, pool: pool, index: i, seed: nodeSeed(name)})
-		t.probes = append(t.probes, newProbe(pc.ConnConfig))
-		t.health = append(t.health, Health{Name: name, Member: name})
+		r.discovery = d
+		// Patroni's members, when it answers at once, are the nodes from
+		// the start; the configured URLs are only the fallback.
+		if members, err := d.ask(ctx); err == nil && len(members) > 0 {
+			configs = configs[:0]
+			for _, m := range d.admit(members) {
+				configs = append(configs, d.configFor(m))
+			}
+		}
+	}
+	for _, pc := range configs {
+		if _, err := r.newNode(ctx, pc); err != nil {
+			r.Close()
+			return nil, err
+		}
 	}
 	t.mu.Lock()
 	t.publish(time.Now()) // every node down until polled: no nil members
 	t.mu.Unlock()
 	t.start(ctx)
+	if r.discovery != nil {
+		r.discovery.start(t.ctx)
+	}
 	return r, nil
+}
+
+// checkName refuses a node name pages could not tell apart.
+func checkName(name string) error {
+	if name == "primary" {
+		return errors.New(`named "primary", the name pages give the current primary; choose another application_name`)
+	}
+	return nil
+}
+
+// newNode makes a node's pool and probe and adds it to the tracker, which
+// polls it before it gets any traffic. pc is not kept.
+func (r *Router) newNode(ctx context.Context, pc *pgxpool.Config) (*Node, error) {
+	pc = pc.Copy()
+	name := replicaName(pc.ConnConfig)
+	if pc.ConnConfig.RuntimeParams["application_name"] == "" {
+		pc.ConnConfig.RuntimeParams["application_name"] = "quest"
+	}
+	n := &Node{Name: name, seed: nodeSeed(name), counts: r.counts.of(name),
+		addr: fmt.Sprintf("%s:%d", pc.ConnConfig.Host, pc.ConnConfig.Port)}
+	pc.ConnConfig.Tracer = &roundTripTracer{n: &n.counts.roundTrips}
+	n.probe = newProbe(pc.ConnConfig)
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("dbrouter: %s: %w", name, err)
+	}
+	n.pool = pool
+	if err := r.tracker.add(n); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("dbrouter: %s: %w", name, err)
+	}
+	return n, nil
 }
 
 func withDefaults(cfg Config) Config {
@@ -251,21 +314,25 @@ func replicaName(cc *pgx.ConnConfig) string {
 // Stat returns the node's pool statistics, for metrics.
 func (n *Node) Stat() *pgxpool.Stat { return n.pool.Stat() }
 
-// Replicas returns the nodes other than the primary, in configuration
-// order: the replicas, and any node down while it was not the primary.
+// Replicas returns the nodes other than the primary: the replicas, and
+// any node down while it was not the primary.
 func (r *Router) Replicas() []*Node { return r.Nodes()[1:] }
 
-// Nodes returns every node, the primary first.
+// Nodes returns every node, the primary first, then the others in
+// configuration (or discovery) order.
 func (r *Router) Nodes() []*Node {
 	snap := r.snap.Load()
-	return append([]*Node(nil), snap.members[:len(r.nodes)]...)
+	return append([]*Node(nil), snap.members[:snap.n]...)
 }
 
 // Label is how pages, headers and metrics name node n now: "primary" for
 // the primary (or, while there is none, the last one), else its Name.
 func (r *Router) Label(n *Node) string {
 	snap := r.snap.Load()
-	return snap.nodes[snap.slotOf[n.index]].Name
+	if slot := snap.slotOf(n); slot >= 0 {
+		return snap.nodes[slot].Name
+	}
+	return n.Name // no longer a member
 }
 
 // CausalWait is how long a causal read may wait in-band on a replica.
@@ -287,13 +354,10 @@ func (r *Router) SetStrategy(s Strategy) error {
 	return nil
 }
 
-// Close stops the tracker and closes every pool.
+// Close stops the tracker and discovery and closes every pool.
 func (r *Router) Close() {
 	if r.tracker != nil {
 		r.tracker.close()
-	}
-	for _, n := range r.nodes {
-		n.pool.Close()
 	}
 }
 

@@ -173,10 +173,33 @@ func (t *Trace) Lost() bool {
 	return false
 }
 
-// counters counts decisions by node, strategy and reason, for metrics.
+// counters holds each node's counters by name, so a member that
+// discovery drops and adds back keeps counting where it left off.
 type counters struct {
-	reads      [maxNodes][numStrategies][numReasons][numIntents]atomic.Int64
-	roundTrips [maxNodes]atomic.Int64
+	mu     sync.Mutex
+	byName map[string]*nodeCounters
+}
+
+// nodeCounters counts one node's reads by strategy, reason and intent, and
+// its round trips, for metrics.
+type nodeCounters struct {
+	reads      [numStrategies][numReasons][numIntents]atomic.Int64
+	roundTrips atomic.Int64
+}
+
+// of returns the counters of the node called name.
+func (c *counters) of(name string) *nodeCounters {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byName == nil {
+		c.byName = map[string]*nodeCounters{}
+	}
+	nc := c.byName[name]
+	if nc == nil {
+		nc = &nodeCounters{}
+		c.byName[name] = nc
+	}
+	return nc
 }
 
 // DecisionCount is one cell of the decision counters.
@@ -192,12 +215,13 @@ type DecisionCount struct {
 // its label now (Label).
 func (r *Router) DecisionCounts() []DecisionCount {
 	var out []DecisionCount
-	for i, n := range r.nodes {
-		label := r.Label(n)
+	snap := r.snap.Load()
+	for slot, n := range snap.members[:snap.n] {
+		label := snap.nodes[slot].Name
 		for s := range Strategy(numStrategies) {
 			for re := range Reason(numReasons) {
 				for in := range Intent(numIntents) {
-					if c := r.counts.reads[i][s][re][in].Load(); c > 0 {
+					if c := n.counts.reads[s][re][in].Load(); c > 0 {
 						out = append(out, DecisionCount{Node: label, Strategy: s, Reason: re, Intent: in, Count: c})
 					}
 				}
@@ -211,9 +235,10 @@ func (r *Router) DecisionCounts() []DecisionCount {
 // each node, by its label now: one per query, one per batch however many queries it holds.
 // The tracker's own polling is not counted.
 func (r *Router) RoundTrips() map[string]int64 {
-	out := make(map[string]int64, len(r.nodes))
-	for i, n := range r.nodes {
-		out[r.Label(n)] = r.counts.roundTrips[i].Load()
+	snap := r.snap.Load()
+	out := make(map[string]int64, snap.n)
+	for slot, n := range snap.members[:snap.n] {
+		out[snap.nodes[slot].Name] = n.counts.roundTrips.Load()
 	}
 	return out
 }

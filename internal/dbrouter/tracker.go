@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -80,18 +81,31 @@ type Patroni struct {
 //
 // Routing works on slots: slot 0 is the primary — the node that answered
 // the last poll as not in recovery, or while none did, the last one that
-// had — and slots 1… are the other nodes in configuration order. members
-// maps a slot to its node, so a promotion only reorders slots.
+// had — and slots 1… are the other nodes in configuration (or discovery)
+// order. members maps a slot to its node, so a promotion only reorders
+// slots, and a node discovery adds or drops only changes n.
 type snapshot struct {
+	n           int              // nodes in this snapshot; slots n… are empty
 	nodes       [maxNodes]Health // by slot; 0 is the primary
 	members     [maxNodes]*Node  // by slot
-	slotOf      [maxNodes]uint8  // a node's index → its slot
 	primaryDown bool
 	replication []ReplicationRow // the primary's pg_stat_replication
 	replErr     string
+	patroniURL  string // discovery: the Patroni API that last answered
+	patroniErr  string // discovery: why none did, or what it left out
 }
 
 func (s *snapshot) usable(i int) bool { return s.nodes[i].Status == Usable }
+
+// slotOf returns node n's slot, or -1 when n is no longer a member.
+func (s *snapshot) slotOf(n *Node) int {
+	for slot, m := range s.members[:s.n] {
+		if m == n {
+			return slot
+		}
+	}
+	return -1
+}
 
 // primarySample records when the poller first saw the primary's flush
 // position at lsn, and when it last saw the position before it.
@@ -113,21 +127,35 @@ type tracker struct {
 	interval time.Duration
 	maxBytes int64
 	maxLag   time.Duration
-	probes   []*probe // one per node
+
+	// ctx lives from start until close; each member's loop runs under a
+	// child of it that ends when the member is dropped.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu          sync.Mutex
-	health      []Health
+	members     []*member // in configuration (or discovery) order
+	started     bool      // the loops run: a member added now starts its own
 	replication []ReplicationRow
 	replErr     string
+	patroniURL  string
+	patroniErr  string
 	ring        []primarySample // ordered by lsn
 	ringFull    bool            // samples were dropped from the ring's start
 	lastSeen    time.Time       // last poll that reached the primary
-	primary     int             // index of the node in slot 0
+	primary     *member         // the member in slot 0
 	hadPrimary  bool            // some node has answered as the primary
 	splitBrain  string          // the nodes last reported as two primaries
 
-	stop context.CancelFunc
 	done sync.WaitGroup
+}
+
+// member is one node as the tracker keeps it.
+type member struct {
+	node    *Node
+	health  Health
+	removed bool               // dropped by discovery: its polls publish nothing
+	stop    context.CancelFunc // ends its poll loop
 }
 
 // pollQuery branches on pg_is_in_recovery() in the same statement:
@@ -247,82 +275,186 @@ func poll(ctx context.Context, conn *pgx.Conn) (pollResult, error) {
 }
 
 func (t *tracker) start(ctx context.Context) {
-	ctx, t.stop = context.WithCancel(context.WithoutCancel(ctx))
+	t.ctx, t.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	ctx = t.ctx
+	t.mu.Lock()
+	members := append([]*member(nil), t.members...)
+	t.mu.Unlock()
 	// One first round before routing starts, so a fresh router does not
 	// send everything to the primary for an interval: the first configured
 	// node first (usually the primary, whose position is the oldest sample
 	// the lag estimate can use); then the others. A replica behind that sample has an unknown lag; one a
 	// few WAL records behind catches up within milliseconds, so it is
 	// asked again a few times before routing starts without it.
-	t.pollOnce(ctx, 0)
+	t.pollOnce(ctx, members[0])
 	var first sync.WaitGroup
-	for i := 1; i < len(t.probes); i++ {
+	for _, m := range members[1:] {
 		first.Add(1)
 		go func() {
 			defer first.Done()
-			t.pollOnce(ctx, i)
-			for k := 0; k < 5 && t.lagUnknown(i); k++ {
+			t.pollOnce(ctx, m)
+			for k := 0; k < 5 && t.lagUnknown(m.node); k++ {
 				time.Sleep(10 * time.Millisecond)
-				t.pollOnce(ctx, i)
+				t.pollOnce(ctx, m)
 			}
 		}()
 	}
 	first.Wait()
-	// Each node has its own loop: a node that hangs delays no other.
-	for i, p := range t.probes {
-		t.done.Add(1)
-		go func() {
-			defer t.done.Done()
-			defer p.close()
-			tick := time.NewTicker(t.interval)
-			defer tick.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				case <-p.kick:
-				}
-				t.pollOnce(ctx, i)
-			}
-		}()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.started = true
+	for _, m := range t.members {
+		t.startLoop(m, false)
 	}
 }
 
-// lagUnknown reports whether node i's lag is unknown in the last snapshot.
-func (t *tracker) lagUnknown(i int) bool {
-	snap := t.r.snap.Load()
-	return snap.nodes[snap.slotOf[i]].LagUnknown
+// startLoop starts member m's poll loop: each node has its own, so a node
+// that hangs delays no other. now polls at once (a member added at run
+// time). Called with t.mu held.
+func (t *tracker) startLoop(m *member, now bool) {
+	ctx, stop := context.WithCancel(t.ctx)
+	m.stop = stop
+	p := m.node.probe
+	t.done.Add(1)
+	go func() {
+		defer t.done.Done()
+		defer p.close()
+		if now {
+			t.pollOnce(ctx, m)
+		}
+		tick := time.NewTicker(t.interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			case <-p.kick:
+			}
+			t.pollOnce(ctx, m)
+		}
+	}()
 }
 
-// kick asks for node i to be polled now, without waiting: a request saw
+// add makes n a member. Until its first poll it counts as down, so it
+// gets no traffic.
+func (t *tracker) add(n *Node) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.members) == maxNodes {
+		return fmt.Errorf("at most %d nodes are supported", maxNodes)
+	}
+	m := &member{node: n, health: Health{Name: n.Name, Member: n.Name, Err: "not polled yet"}}
+	t.members = append(t.members, m)
+	if t.primary == nil {
+		t.primary = m // a placeholder until some node answers as the primary
+	}
+	if t.started {
+		t.startLoop(m, true)
+		t.publish(time.Now())
+	}
+	return nil
+}
+
+// remove drops the member called name. Unless force is set, it keeps the
+// one in slot 0: the last primary keeps its slot until another node
+// answers as the primary. Its pool closes after grace, so that reads
+// already routed to it finish.
+func (t *tracker) remove(name string, grace time.Duration, force bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := slices.IndexFunc(t.members, func(m *member) bool { return m.node.Name == name })
+	if k < 0 || (t.members[k] == t.primary && !force) {
+		return false
+	}
+	m := t.members[k]
+	t.members = slices.Delete(t.members, k, k+1)
+	if m == t.primary {
+		t.primary = nil
+		t.choosePrimary()
+	}
+	m.removed = true
+	if m.stop != nil {
+		m.stop()
+	}
+	t.publish(time.Now())
+	t.done.Add(1)
+	go func() {
+		defer t.done.Done()
+		select {
+		case <-time.After(grace):
+		case <-t.ctx.Done():
+		}
+		m.node.pool.Close()
+	}()
+	return true
+}
+
+// memberAddrs returns each member's address (host:port) by name.
+func (t *tracker) memberAddrs() map[string]string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]string, len(t.members))
+	for _, m := range t.members {
+		out[m.node.Name] = m.node.addr
+	}
+	return out
+}
+
+// setPatroni records what discovery last learned: which API answered (or
+// why none did) and, when it answered, what Patroni says of each member.
+func (t *tracker) setPatroni(url, errText string, byName map[string]Patroni) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.patroniURL, t.patroniErr = url, errText
+	if byName != nil {
+		for _, m := range t.members {
+			m.health.Patroni = byName[m.node.Name]
+		}
+	}
+	t.publish(time.Now())
+}
+
+// lagUnknown reports whether node n's lag is unknown in the last snapshot.
+func (t *tracker) lagUnknown(n *Node) bool {
+	snap := t.r.snap.Load()
+	slot := snap.slotOf(n)
+	return slot >= 0 && snap.nodes[slot].LagUnknown
+}
+
+// kick asks for node n to be polled now, without waiting: a request saw
 // one of its connections fail, and whether the node itself is gone is
 // for the probe to tell.
-func (t *tracker) kick(i int) {
+func (t *tracker) kick(n *Node) {
 	select {
-	case t.probes[i].kick <- struct{}{}:
+	case n.probe.kick <- struct{}{}:
 	default:
 	}
 }
 
+// close stops every loop and closes every pool.
 func (t *tracker) close() {
-	if t.stop != nil {
-		t.stop()
+	if t.cancel != nil {
+		t.cancel()
 	}
 	t.done.Wait()
-	for _, p := range t.probes {
-		p.close() // the probes of a router whose start never ran
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range t.members {
+		m.node.probe.close() // the probes of a router whose start never ran
+		m.node.pool.Close()
 	}
 }
 
-func (t *tracker) pollOnce(ctx context.Context, i int) {
+func (t *tracker) pollOnce(ctx context.Context, m *member) {
 	timeout := max(10*t.interval, time.Second)
-	res, err := t.probes[i].ask(ctx, timeout)
+	probe := m.node.probe
+	res, err := probe.ask(ctx, timeout)
 	now := time.Now()
 	if ctx.Err() != nil {
 		return
 	}
-	name := t.r.nodes[i].Name
+	name := m.node.Name
 	h := Health{Name: name, Member: name, CheckedAt: now}
 	if err != nil {
 		h.Err = err.Error()
@@ -346,22 +478,26 @@ func (t *tracker) pollOnce(ctx context.Context, i int) {
 		// learn that history before the node can become the primary, so
 		// no write is ever stamped with the old timeline and a new one's
 		// position.
-		t.r.followHistory(ctx, t.probes[i].conn, timeout, h.Timeline, t.standbyEnd(i))
+		t.r.followHistory(ctx, probe.conn, timeout, h.Timeline, t.standbyEnd(m))
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	old := t.health[i]
+	if m.removed {
+		return
+	}
+	old := m.health
 	if old.Up && (!h.Up || !h.started.Equal(old.started)) {
 		// Gone down, or restarted between two polls: every pooled
 		// connection is broken, and each would fail a read on its way out.
-		t.r.nodes[i].pool.Reset()
+		m.node.pool.Reset()
 	}
-	t.health[i] = h
+	h.Patroni = old.Patroni // discovery's to set
+	m.health = h
 	t.choosePrimary()
-	if i == t.primary && h.Up && !h.InRecovery {
+	if m == t.primary && h.Up && !h.InRecovery {
 		t.addSample(h.Position, now)
 	}
-	if i == t.primary {
+	if m == t.primary {
 		t.replication, t.replErr = res.replication, ""
 		switch {
 		case err != nil:
@@ -373,14 +509,14 @@ func (t *tracker) pollOnce(ctx context.Context, i int) {
 	t.publish(now)
 }
 
-// standbyEnd is the furthest WAL node i had received or replayed when the
-// tracker last saw it as a standby (0 if it did not): when the node turns
-// up as a primary on a new timeline, its history forked at or after this
-// position.
-func (t *tracker) standbyEnd(i int) uint64 {
+// standbyEnd is the furthest WAL member m had received or replayed when
+// the tracker last saw it as a standby (0 if it did not): when the node
+// turns up as a primary on a new timeline, its history forked at or after
+// this position.
+func (t *tracker) standbyEnd(m *member) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if h := t.health[i]; h.Up && h.InRecovery {
+	if h := m.health; h.Up && h.InRecovery {
 		return max(h.Position, h.Receive)
 	}
 	return 0
@@ -392,32 +528,36 @@ func (t *tracker) standbyEnd(i int) uint64 {
 // already, then the first configured. With none, the last primary keeps
 // its slot, marked down or not a primary. Called with t.mu held.
 func (t *tracker) choosePrimary() {
-	best := -1
+	var best *member
 	var primaries []string
-	for i, h := range t.health {
+	for _, m := range t.members {
+		h := m.health
 		if !h.Up || h.InRecovery {
 			continue
 		}
 		primaries = append(primaries, fmt.Sprintf("%s (timeline %d)", h.Member, h.Timeline))
-		if b := best; b < 0 || h.Timeline > t.health[b].Timeline || (h.Timeline == t.health[b].Timeline && i == t.primary) {
-			best = i
+		if best == nil || h.Timeline > best.health.Timeline || (h.Timeline == best.health.Timeline && m == t.primary) {
+			best = m
 		}
 	}
 	if len(primaries) > 1 {
 		if key := strings.Join(primaries, ", "); key != t.splitBrain {
 			t.splitBrain = key
 			t.r.log.Error("SPLIT BRAIN: more than one node accepts writes; writes go to the one on the highest timeline",
-				"primaries", key, "chosen", t.health[best].Member)
+				"primaries", key, "chosen", best.node.Name)
 		}
 	} else {
 		t.splitBrain = ""
 	}
-	if best >= 0 && best != t.primary && t.hadPrimary {
-		t.r.log.Warn("the primary changed", "was", t.health[t.primary].Member, "now", t.health[best].Member,
-			"timeline", t.health[best].Timeline)
+	if best != nil && best != t.primary && t.primary != nil && t.hadPrimary {
+		t.r.log.Warn("the primary changed", "was", t.primary.node.Name, "now", best.node.Name,
+			"timeline", best.health.Timeline)
 	}
-	if best >= 0 {
+	if best != nil {
 		t.primary, t.hadPrimary = best, true
+	}
+	if t.primary == nil && len(t.members) > 0 {
+		t.primary = t.members[0] // a placeholder until some node answers as the primary
 	}
 }
 
@@ -481,16 +621,17 @@ func (t *tracker) lagTime(replay uint64, at time.Time) (lag time.Duration, known
 // publish recomputes every node's lag and exclusion and swaps in a new
 // snapshot. Called with t.mu held.
 func (t *tracker) publish(now time.Time) {
-	snap := &snapshot{replication: t.replication, replErr: t.replErr}
+	snap := &snapshot{n: len(t.members), replication: t.replication, replErr: t.replErr,
+		patroniURL: t.patroniURL, patroniErr: t.patroniErr}
+	if t.primary != nil {
+		snap.nodes[0], snap.members[0] = t.primary.health, t.primary.node
+	}
 	next := 1
-	for i, h := range t.health {
-		slot := 0
-		if i != t.primary {
-			slot, next = next, next+1
+	for _, m := range t.members {
+		if m != t.primary {
+			snap.nodes[next], snap.members[next] = m.health, m.node
+			next++
 		}
-		snap.nodes[slot] = h
-		snap.members[slot] = t.r.nodes[i]
-		snap.slotOf[i] = uint8(slot) // #nosec G115 -- slot < maxNodes
 	}
 	primary := &snap.nodes[0]
 	primary.Name = "primary"
@@ -505,13 +646,13 @@ func (t *tracker) publish(now time.Time) {
 	ref := primary.Position
 	if snap.primaryDown {
 		ref = 0
-		for i := 1; i < len(t.health); i++ {
+		for i := 1; i < snap.n; i++ {
 			if n := snap.nodes[i]; n.Up && n.InRecovery && n.Position > ref {
 				ref = n.Position
 			}
 		}
 	}
-	for i := 1; i < len(t.health); i++ {
+	for i := 1; i < snap.n; i++ {
 		n := &snap.nodes[i]
 		switch {
 		case !n.Up:
@@ -546,16 +687,20 @@ func (t *tracker) publish(now time.Time) {
 	t.r.snap.Store(snap)
 }
 
-// markDown records that node i could not be reached on a fresh
+// markDown records that node n could not be reached on a fresh
 // connection (a request's connect failed): it gets no reads, and the
 // primary no writes, until a poll reaches it again. Its pooled
 // connections are dropped with it.
-func (t *tracker) markDown(i int, err error) {
-	t.r.nodes[i].pool.Reset()
+func (t *tracker) markDown(n *Node, err error) {
+	n.pool.Reset()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	name := t.r.nodes[i].Name
-	t.health[i] = Health{Name: name, Member: name, CheckedAt: time.Now(), Err: err.Error()}
+	k := slices.IndexFunc(t.members, func(m *member) bool { return m.node == n })
+	if k < 0 {
+		return // dropped meanwhile
+	}
+	m := t.members[k]
+	m.health = Health{Name: n.Name, Member: n.Name, CheckedAt: time.Now(), Err: err.Error(), Patroni: m.health.Patroni}
 	t.choosePrimary()
 	t.publish(time.Now())
 }
@@ -583,5 +728,5 @@ func FormatLSN(lsn uint64) string {
 // first, then the others in configuration order.
 func (r *Router) Health() []Health {
 	snap := r.snap.Load()
-	return append([]Health(nil), snap.nodes[:len(r.nodes)]...)
+	return append([]Health(nil), snap.nodes[:snap.n]...)
 }
