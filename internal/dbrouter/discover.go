@@ -197,7 +197,7 @@ func (d *discovery) round(ctx context.Context) {
 	if err != nil {
 		// Keep the nodes as they are: routing goes on from their own answers.
 		d.report(err.Error())
-		t.setPatroni("", err.Error(), nil)
+		d.record(nil, err)
 		return
 	}
 	d.reported = ""
@@ -238,13 +238,24 @@ func (d *discovery) round(ctx context.Context) {
 		}
 		d.r.log.Info("a Patroni member joined; it gets reads once polled and caught up", "member", m.Name, "addr", m.addr())
 	}
+	d.record(ms, nil)
+}
+
+// record tells the tracker what Patroni said of each member, or why no
+// API answered.
+func (d *discovery) record(ms []patroniMember, err error) {
+	t := d.r.tracker
+	if err != nil {
+		t.setPatroni("", err.Error(), nil)
+		return
+	}
 	byName := make(map[string]Patroni, len(ms))
 	for _, m := range ms {
 		byName[m.Name] = m.view()
 	}
 	leftOut := ""
-	if len(admitted) < len(ms) {
-		leftOut = fmt.Sprintf("%d of Patroni's %d members left out (see the log)", len(ms)-len(admitted), len(ms))
+	if n := len(d.admit(ms)); n < len(ms) {
+		leftOut = fmt.Sprintf("%d of Patroni's %d members left out (see the log)", len(ms)-n, len(ms))
 	}
 	t.setPatroni(d.urls[d.last], leftOut, byName)
 }

@@ -76,44 +76,7 @@ func TestRouterHAFailover(t *testing.T) {
 	needHA(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir, err := testcluster.NewDir("ha-router")
-	if err != nil {
-		t.Fatal(err)
-	}
-	began := time.Now()
-	c, err := cluster.Up(ctx, cluster.Config{Dir: dir, Port: 0, HA: true, BinDir: os.Getenv("QUEST_PG_BIN")})
-	if err != nil {
-		os.RemoveAll(dir)
-		t.Fatal(err)
-	}
-	var pids []int // every pid of the cluster, for the clean-up
-	see := func() {
-		if _, pid := c.Etcd(); pid > 0 {
-			pids = append(pids, pid)
-		}
-		ms, _ := c.Members(ctx)
-		for _, m := range ms {
-			if m.PID > 0 {
-				pids = append(pids, m.PID)
-			}
-		}
-		for _, p := range c.Processes() {
-			if p.Up {
-				pids = append(pids, p.PID)
-			}
-		}
-	}
-	see()
-	t.Cleanup(func() {
-		c.Down(context.Background(), true)
-		for _, pid := range pids {
-			if cluster.Alive(pid) {
-				t.Errorf("pid %d outlived the test; killing it", pid)
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	})
-	t.Logf("up --ha: %s", time.Since(began).Round(100*time.Millisecond))
+	c, see := haCluster(t, ctx, "ha-router")
 	if err := store.MigrateURL(ctx, c.PrimaryURL(), "up", io.Discard); err != nil {
 		t.Fatal(err)
 	}
@@ -362,4 +325,51 @@ func TestRouterHAFailover(t *testing.T) {
 		}
 		t.Logf("pre-failover token: the new leader lacks its write; the router said it may have been lost")
 	}
+}
+
+// haCluster brings up a Patroni cluster of three members (quest cluster
+// up --ha) for the test, and tears it down after, checking that no
+// process of it outlives the test. see records the cluster's current
+// processes, for that check: call it again after members restart.
+func haCluster(t *testing.T, ctx context.Context, name string) (c *cluster.Cluster, see func()) {
+	t.Helper()
+	dir, err := testcluster.NewDir(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	c, err = cluster.Up(ctx, cluster.Config{Dir: dir, Port: 0, HA: true, BinDir: os.Getenv("QUEST_PG_BIN")})
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	var pids []int // every pid of the cluster, for the clean-up
+	see = func() {
+		if _, pid := c.Etcd(); pid > 0 {
+			pids = append(pids, pid)
+		}
+		ms, _ := c.Members(ctx)
+		for _, m := range ms {
+			if m.PID > 0 {
+				pids = append(pids, m.PID)
+			}
+		}
+		for _, p := range c.Processes() {
+			if p.Up {
+				pids = append(pids, p.PID)
+			}
+		}
+	}
+	see()
+	t.Cleanup(func() {
+		c.Down(context.Background(), true)
+		for _, pid := range pids {
+			if cluster.Alive(pid) {
+				t.Errorf("pid %d outlived the test; killing it", pid)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	t.Logf("up --ha: %s", time.Since(began).Round(100*time.Millisecond))
+	return c, see
 }

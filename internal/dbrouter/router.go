@@ -153,6 +153,8 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		seen[name] = i
 		configs = append(configs, pc)
 	}
+	var members []patroniMember
+	var askErr error
 	if len(cfg.PatroniURLs) > 0 {
 		d, err := newDiscovery(r, cfg.PatroniURLs, configs[0], cfg.DiscoverInterval)
 		if err != nil {
@@ -161,9 +163,10 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		r.discovery = d
 		// Patroni's members, when it answers at once, are the nodes from
 		// the start; the configured URLs are only the fallback.
-		if members, err := d.ask(ctx); err == nil && len(members) > 0 {
+		members, askErr = d.ask(ctx)
+		if admitted := d.admit(members); askErr == nil && len(admitted) > 0 {
 			configs = configs[:0]
-			for _, m := range d.admit(members) {
+			for _, m := range admitted {
 				configs = append(configs, d.configFor(m))
 			}
 		}
@@ -173,6 +176,9 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 			r.Close()
 			return nil, err
 		}
+	}
+	if r.discovery != nil {
+		r.discovery.record(members, askErr)
 	}
 	t.mu.Lock()
 	t.publish(time.Now()) // every node down until polled: no nil members
