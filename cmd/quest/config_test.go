@@ -64,3 +64,28 @@ func TestSessionKeyFromEnvironment(t *testing.T) {
 		t.Fatalf("a damaged key file was accepted: %v", err)
 	}
 }
+
+func TestPatroniURLsFromFlagOrEnvironment(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": "postgres://quest@127.0.0.1:1/quest", "QUEST_PATRONI_URL": "http://127.0.0.1:8008, http://127.0.0.1:8009,"}
+	e := environment{getenv: func(k string) string { return env[k] }}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "http://127.0.0.1:8008 http://127.0.0.1:8009"},
+		{[]string{"--patroni-url", "http://127.0.0.1:9000"}, "http://127.0.0.1:9000"},
+	} {
+		fs := e.newFlags("serve", "serve")
+		var cfg config
+		e.addFlags(fs, &cfg, dirFlag|databaseFlag|replicasFlag|serveFlags)
+		if _, err := parse(fs, tt.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.resolve(&cfg); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(cfg.PatroniURLs, " "); got != tt.want {
+			t.Errorf("args %q: Patroni URLs %q, want %q", tt.args, got, tt.want)
+		}
+	}
+}
