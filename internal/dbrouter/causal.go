@@ -71,10 +71,40 @@ type history struct {
 	timeline uint32
 	// ends maps an ancestor timeline to the last position the current
 	// timeline shares with it: from the timeline's history file when the
-	// app's role may read it, else the furthest position the tracker saw
-	// the promoted node receive as a standby — a lower bound, so a token
-	// is never wrongly kept, only at worst wrongly called lost.
+	// app's role may read it, or from Patroni's /history; else the
+	// furthest position the tracker saw the promoted node receive as a
+	// standby — a lower bound, so a token is never wrongly kept, only at
+	// worst wrongly called lost.
 	ends map[uint32]uint64
+	// guessed marks the ends that are the tracker's lower bound, which
+	// discovery replaces with Patroni's exact ones when it can.
+	guessed map[uint32]bool
+}
+
+// inexact reports whether some ancestor's end is missing or guessed.
+func (h *history) inexact() bool {
+	for t := uint32(1); t < h.timeline; t++ {
+		if _, known := h.ends[t]; !known || h.guessed[t] {
+			return true
+		}
+	}
+	return false
+}
+
+// withEnds returns a copy of h with these exact ends.
+func (h *history) withEnds(ends map[uint32]uint64) *history {
+	out := &history{systemID: h.systemID, timeline: h.timeline, ends: map[uint32]uint64{}, guessed: map[uint32]bool{}}
+	for t, end := range h.ends {
+		out.ends[t] = end
+		out.guessed[t] = h.guessed[t]
+	}
+	for t, end := range ends {
+		if t < h.timeline {
+			out.ends[t] = end
+			delete(out.guessed, t)
+		}
+	}
+	return out
 }
 
 // at is the token of position lsn in this history.
@@ -93,17 +123,17 @@ func (r *Router) followHistory(ctx context.Context, conn *pgx.Conn, timeout time
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	h := &history{timeline: tli, ends: map[uint32]uint64{}}
+	h := &history{timeline: tli, ends: map[uint32]uint64{}, guessed: map[uint32]bool{}}
 	if err := conn.QueryRow(ctx, `SELECT system_identifier FROM pg_control_system()`).Scan(&h.systemID); err != nil {
 		r.log.Warn("could not read the cluster's system identifier", "err", err)
 		return
 	}
 	if cur != nil && cur.systemID == h.systemID {
 		for t, end := range cur.ends {
-			h.ends[t] = end
+			h.ends[t], h.guessed[t] = end, cur.guessed[t]
 		}
 		if standbyEnd != 0 {
-			h.ends[cur.timeline] = standbyEnd
+			h.ends[cur.timeline], h.guessed[cur.timeline] = standbyEnd, true
 		}
 	}
 	if tli > 1 {
@@ -111,13 +141,12 @@ func (r *Router) followHistory(ctx context.Context, conn *pgx.Conn, timeout time
 		err := conn.QueryRow(ctx, `SELECT pg_read_binary_file(format('pg_wal/%s.history', lpad(upper(to_hex($1::int)), 8, '0')))`,
 			int64(tli)).Scan(&file)
 		if err == nil {
-			for t, end := range parseTimelineHistory(string(file)) {
-				h.ends[t] = end
-			}
-		} else {
+			h = h.withEnds(parseTimelineHistory(string(file)))
+		} else if r.discovery == nil {
 			r.log.Info("timeline history file not readable; using the switch point the tracker observed",
 				"timeline", tli, "observed", FormatLSN(h.ends[tli-1]), "err", err)
 		}
+		// With Patroni, discovery asks its /history for what is missing.
 	}
 	if r.history.CompareAndSwap(cur, h) && cur != nil {
 		r.log.Warn("the primary is on a new timeline", "timeline", tli, "was", cur.timeline)
@@ -145,12 +174,14 @@ func parseTimelineHistory(file string) map[uint32]uint64 {
 // resolve returns the session's token in the current history: the token
 // itself when it is on the current timeline; rebased onto it when it is on
 // an ancestor at or below that ancestor's switch point, which the current
-// timeline shares; the zero token when it names another cluster, a
-// timeline this router has not seen yet, or an ancestor whose switch
-// point it does not know. lost reports a token beyond its ancestor's
-// switch point: WAL the current history does not have, a write the
-// failover lost; the token is then UnknownLSN, which only the primary
-// settles.
+// timeline shares; UnknownLSN, which only the primary settles, when it is
+// on an older timeline whose switch point this router does not know (it
+// started after the promotion and could read no history): whether the
+// write survived is then unknown, and the primary knows what did; the zero
+// token when it names another cluster or a timeline this router has not
+// seen yet. lost reports a token beyond its ancestor's switch point: WAL
+// the current history does not have, a write the failover lost; the token
+// is then UnknownLSN too.
 func (r *Router) resolve(st *State) (tok Token, lost bool) {
 	h := r.history.Load()
 	if st == nil || st.Token.IsZero() || h == nil || st.Token.SystemID != h.systemID {
@@ -165,7 +196,7 @@ func (r *Router) resolve(st *State) (tok Token, lost bool) {
 		end, known := h.ends[t.Timeline]
 		switch {
 		case !known:
-			return Token{}, false
+			return h.at(UnknownLSN), false
 		case t.LSN <= end:
 			return h.at(t.LSN), false
 		default:

@@ -151,6 +151,67 @@ func (d *discovery) configFor(m patroniMember) *pgxpool.Config {
 
 func (m patroniMember) addr() string { return net.JoinHostPort(m.Host, strconv.Itoa(m.Port)) }
 
+// history returns the switch points of Patroni's /history: the position
+// where each ancestor timeline ended.
+func (d *discovery) history(ctx context.Context) (map[uint32]uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.urls[d.last]+"/history", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s/history: %s", d.urls[d.last], resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	return parsePatroniHistory(body)
+}
+
+// parsePatroniHistory reads Patroni's /history: one array per ancestor
+// timeline, [timeline, switch position as a number, reason, time, …].
+func parsePatroniHistory(body []byte) (map[uint32]uint64, error) {
+	var rows [][]json.RawMessage
+	if err := json.Unmarshal(body, &rows); err != nil {
+		return nil, fmt.Errorf("Patroni's history: %w", err)
+	}
+	ends := map[uint32]uint64{}
+	for _, row := range rows {
+		if len(row) < 2 {
+			continue
+		}
+		var tli uint32
+		var end uint64
+		if json.Unmarshal(row[0], &tli) == nil && json.Unmarshal(row[1], &end) == nil && tli > 0 {
+			ends[tli] = end
+		}
+	}
+	return ends, nil
+}
+
+// exactHistory replaces the switch points the router only guessed (or
+// lacks: it started after the promotion) with Patroni's.
+func (d *discovery) exactHistory(ctx context.Context) {
+	h := d.r.history.Load()
+	if h == nil || !h.inexact() {
+		return
+	}
+	ends, err := d.history(ctx)
+	if err != nil {
+		d.report(err.Error())
+		return
+	}
+	exact := h.withEnds(ends)
+	if !exact.inexact() && d.r.history.CompareAndSwap(h, exact) {
+		d.r.log.Info("timeline switch points from Patroni's history", "timeline", h.timeline)
+	}
+}
+
 // view is what the status pages show of m.
 func (m patroniMember) view() Patroni {
 	p := Patroni{Listed: true, Role: m.Role, State: m.State, Timeline: m.Timeline, LagBytes: -1}
@@ -239,6 +300,9 @@ func (d *discovery) round(ctx context.Context) {
 		d.r.log.Info("a Patroni member joined; it gets reads once polled and caught up", "member", m.Name, "addr", m.addr())
 	}
 	d.record(ms, nil)
+	hctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	d.exactHistory(hctx)
+	cancel()
 }
 
 // record tells the tracker what Patroni said of each member, or why no

@@ -84,9 +84,9 @@ func TestRouterDiscoversPatroniMembers(t *testing.T) {
 	})
 
 	const sessions = 2000
-	before := make([]string, sessions)
+	sticky := make([]string, sessions)
 	for s := range sessions {
-		before[s] = dbrouter.StickyNode(r, uint64(s+1))
+		sticky[s] = dbrouter.StickyNode(r, uint64(s+1))
 	}
 
 	// A replica's host crashes: Patroni lists it until its member key
@@ -104,10 +104,10 @@ func TestRouterDiscoversPatroniMembers(t *testing.T) {
 	for s := range sessions {
 		now := dbrouter.StickyNode(r, uint64(s+1))
 		switch {
-		case before[s] == gone:
+		case sticky[s] == gone:
 			moved++
-		case now != before[s]:
-			t.Fatalf("session %d moved from %s to %s, though only %s left", s+1, before[s], now, gone)
+		case now != sticky[s]:
+			t.Fatalf("session %d moved from %s to %s, though only %s left", s+1, sticky[s], now, gone)
 		}
 	}
 	if moved == 0 {
@@ -130,12 +130,12 @@ func TestRouterDiscoversPatroniMembers(t *testing.T) {
 	})
 	t.Logf("%s usable again %.1fs after its start; %d of %d sessions had moved", gone, time.Since(back).Seconds(), moved, sessions)
 	for s := range sessions {
-		if now := dbrouter.StickyNode(r, uint64(s+1)); now != before[s] {
-			t.Fatalf("session %d is on %s, was on %s before %s left and came back", s+1, now, before[s], gone)
+		if now := dbrouter.StickyNode(r, uint64(s+1)); now != sticky[s] {
+			t.Fatalf("session %d is on %s, was on %s before %s left and came back", s+1, now, sticky[s], gone)
 		}
 	}
 	// And a read of one of its sessions is served there.
-	s := slices.Index(before, gone) + 1
+	s := slices.Index(sticky, gone) + 1
 	rctx, trace := dbrouter.WithTrace(dbrouter.WithState(ctx, &dbrouter.State{Session: uint64(s)}))
 	if err := r.ReadWith(rctx, dbrouter.Sticky, dbrouter.Shared, func(b *pgx.Batch) {
 		b.Queue("SELECT 1").QueryRow(func(row pgx.Row) error { var one int; return row.Scan(&one) })
@@ -145,6 +145,12 @@ func TestRouterDiscoversPatroniMembers(t *testing.T) {
 	if d := trace.Decisions(); len(d) != 1 || d[0].Member != gone {
 		t.Fatalf("session %d's read: %+v, want it served by %s", s, d, gone)
 	}
+
+	// A session's write before the switchover, on the first timeline.
+	table := newTableOn(t, r)
+	kept := &dbrouter.State{Session: 5}
+	writeAs(t, r, kept, table, 5)
+	before := kept.Token
 
 	// A planned switchover: writes follow to the new leader, and the old
 	// one, now a replica, stays a member.
@@ -166,4 +172,22 @@ func TestRouterDiscoversPatroniMembers(t *testing.T) {
 	if !slices.Contains(members(r), from) {
 		t.Fatalf("the old leader %s left the nodes %v", from, members(r))
 	}
+
+	// An app instance started after the switchover cannot read the
+	// timeline history file (the app's role may not): it takes the switch
+	// point from Patroni's /history, and the session's token from before
+	// keeps read-your-writes on a replica, with no failover words.
+	r2 := loggedRouter(t, ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), PatroniURLs: c.PatroniURLs(),
+		PollInterval: 50 * time.Millisecond, DiscoverInterval: 200 * time.Millisecond})
+	var last dbrouter.Decision
+	testcluster.Eventually(t, 5*time.Second, "the pre-switchover token served by a replica", func() bool {
+		st := &dbrouter.State{Session: kept.Session, Token: before}
+		n, d := readOwner(t, r2, dbrouter.Causal, st, table, 5)
+		if n != 1 || d.Lost {
+			t.Fatalf("pre-switchover token through a new router: %d notes from %s, lost %v; want its note, not lost", n, d.Node, d.Lost)
+		}
+		last = d
+		return d.Node != "primary"
+	})
+	t.Logf("pre-switchover token (timeline %d) through a router started after it: served by %s (%s)", before.Timeline, last.Member, last.Reason)
 }

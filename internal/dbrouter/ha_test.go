@@ -77,10 +77,6 @@ func TestRouterHAFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, see := haCluster(t, ctx, "ha-router")
-	if err := store.MigrateURL(ctx, c.PrimaryURL(), "up", io.Discard); err != nil {
-		t.Fatal(err)
-	}
-
 	// The router gets what quest cluster env prints: DATABASE_URL, the
 	// leader's, and REPLICA_URLS, each naming its member.
 	const poll = 50 * time.Millisecond
@@ -328,7 +324,7 @@ func TestRouterHAFailover(t *testing.T) {
 }
 
 // haCluster brings up a Patroni cluster of three members (quest cluster
-// up --ha) for the test, and tears it down after, checking that no
+// up --ha), migrated, for the test, and tears it down after, checking that no
 // process of it outlives the test. see records the cluster's current
 // processes, for that check: call it again after members restart.
 func haCluster(t *testing.T, ctx context.Context, name string) (c *cluster.Cluster, see func()) {
@@ -371,5 +367,8 @@ func haCluster(t *testing.T, ctx context.Context, name string) (c *cluster.Clust
 		}
 	})
 	t.Logf("up --ha: %s", time.Since(began).Round(100*time.Millisecond))
+	if err := store.MigrateURL(ctx, c.PrimaryURL(), "up", io.Discard); err != nil {
+		t.Fatal(err)
+	}
 	return c, see
 }

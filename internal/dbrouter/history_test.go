@@ -14,8 +14,8 @@ func TestParseTimelineHistory(t *testing.T) {
 }
 
 // TestResolveAcrossTimelines: a token on an ancestor timeline is kept at
-// or below the switch point, lost beyond it, and empty when the ancestor's
-// switch point or the cluster is unknown.
+// or below the switch point, lost beyond it, left to the primary when the
+// ancestor's switch point is unknown, and empty for another cluster.
 func TestResolveAcrossTimelines(t *testing.T) {
 	r := &Router{}
 	r.history.Store(&history{systemID: 7, timeline: 3, ends: map[uint32]uint64{1: 100, 2: 200}})
@@ -38,8 +38,8 @@ func TestResolveAcrossTimelines(t *testing.T) {
 		}
 	}
 	r.history.Store(&history{systemID: 7, timeline: 3, ends: map[uint32]uint64{2: 200}})
-	if got, lost := r.resolve(&State{Token: Token{7, 1, 50}}); !got.IsZero() || lost {
-		t.Errorf("a token of an ancestor of unknown end: %+v, %v; want the zero token", got, lost)
+	if got, lost := r.resolve(&State{Token: Token{7, 1, 50}}); got != (Token{7, 3, UnknownLSN}) || lost {
+		t.Errorf("a token of an ancestor of unknown end: %+v, %v; want UnknownLSN (the primary settles it), not lost", got, lost)
 	}
 }
 
@@ -47,6 +47,26 @@ func TestResolveAcrossTimelines(t *testing.T) {
 // not in recovery; of two, the higher timeline; a former primary back in
 // recovery is a usable replica; with none, the last primary keeps slot 0
 // and writes stop.
+func TestPatroniHistory(t *testing.T) {
+	// Patroni's /history: [timeline, switch LSN as a number, reason, time, new leader].
+	body := `[[1, 50331808, "no recovery target specified", "2026-11-26T23:30:14+00:00", "node3"], [2, 4294967456, "", "", "node1"]]`
+	got, err := parsePatroniHistory([]byte(body))
+	if err != nil || len(got) != 2 || got[1] != 50331808 || got[2] != 1<<32|0xA0 {
+		t.Fatalf("parsed %v, %v", got, err)
+	}
+	if _, err := parsePatroniHistory([]byte(`{"x":1}`)); err == nil {
+		t.Fatal("a body that is not Patroni's history was accepted")
+	}
+	h := &history{systemID: 7, timeline: 3, ends: map[uint32]uint64{2: 150}, guessed: map[uint32]bool{2: true}}
+	if !h.inexact() {
+		t.Fatal("timeline 1 unknown, 2 guessed: inexact")
+	}
+	h = h.withEnds(got)
+	if h.inexact() || h.ends[1] != 50331808 || h.ends[2] != 1<<32|0xA0 {
+		t.Fatalf("after Patroni's history: ends %v guessed %v", h.ends, h.guessed)
+	}
+}
+
 func TestChoosePrimaryFollowsRoles(t *testing.T) {
 	r := offlineRouter("replica1", "replica2")
 	tr := r.tracker
