@@ -92,7 +92,22 @@ func (d *discovery) ask(ctx context.Context) ([]patroniMember, error) {
 }
 
 func (d *discovery) get(ctx context.Context, api string) ([]patroniMember, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/cluster", nil)
+	body, err := d.fetch(ctx, api, "/cluster")
+	if err != nil {
+		return nil, err
+	}
+	var view struct {
+		Members []patroniMember `json:"members"`
+	}
+	if err := json.Unmarshal(body, &view); err != nil {
+		return nil, fmt.Errorf("%s/cluster: %w", api, err)
+	}
+	return view.Members, nil
+}
+
+// fetch returns the body of GET api+path, at most 1 MB.
+func (d *discovery) fetch(ctx context.Context, api, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -102,15 +117,9 @@ func (d *discovery) get(ctx context.Context, api string) ([]patroniMember, error
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s/cluster: %s", api, resp.Status)
+		return nil, fmt.Errorf("%s%s: %s", api, path, resp.Status)
 	}
-	var view struct {
-		Members []patroniMember `json:"members"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&view); err != nil {
-		return nil, fmt.Errorf("%s/cluster: %w", api, err)
-	}
-	return view.Members, nil
+	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 }
 
 // admit returns the members the router can use, at most maxNodes, in
@@ -154,19 +163,7 @@ func (m patroniMember) addr() string { return net.JoinHostPort(m.Host, strconv.I
 // history returns the switch points of Patroni's /history: the position
 // where each ancestor timeline ended.
 func (d *discovery) history(ctx context.Context) (map[uint32]uint64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.urls[d.last]+"/history", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := d.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s/history: %s", d.urls[d.last], resp.Status)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, err := d.fetch(ctx, d.urls[d.last], "/history")
 	if err != nil {
 		return nil, err
 	}
