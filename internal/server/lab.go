@@ -440,13 +440,12 @@ func (s *Server) handleLabLever(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	release, err := s.ops.acquire(ctx)
+	release, err := s.takeCluster(ctx)
 	if err != nil {
 		s.serverError(w, r, err)
 		return
 	}
 	defer release()
-	s.refreshRoles(ctx)
 	var msg string
 	switch action {
 	case "pause":

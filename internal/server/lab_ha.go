@@ -464,16 +464,20 @@ func tookSince(began time.Time) string {
 	return fmt.Sprintf("%.1f s", time.Since(began).Seconds())
 }
 
-// refreshRoles tells the levers' handle who leads now, before a replica
-// lever, on a Patroni cluster: a failover it did not cause (Patroni's own,
-// or one from the command line) would leave it pausing a "replica" that
-// leads. Without an answer the levers' own checks still refuse the
-// primary. The caller holds the cluster (clusterOps).
-func (s *Server) refreshRoles(ctx context.Context) {
-	if s.ha == nil {
-		return
+// takeCluster takes the cluster for replica levers (see clusterOps) and,
+// on a Patroni cluster, tells the levers' handle who leads now: a failover
+// it did not cause (Patroni's own, or one from the command line) would
+// leave it pausing a "replica" that leads. Without Patroni's answer the
+// levers' own checks still refuse the primary. The caller calls release.
+func (s *Server) takeCluster(ctx context.Context) (release func(), err error) {
+	release, err = s.ops.acquire(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if err := s.ha.Refresh(ctx); err != nil {
-		s.log.WarnContext(ctx, "ask Patroni who leads before a lever", "err", err)
+	if s.ha != nil {
+		if err := s.ha.Refresh(ctx); err != nil {
+			s.log.WarnContext(ctx, "ask Patroni who leads before a lever", "err", err)
+		}
 	}
+	return release, nil
 }

@@ -81,21 +81,11 @@ func (f *fakeHA) Refresh(context.Context) error {
 // says of each member from members.
 func startHAApp(t *testing.T, ha *fakeHA, members map[string]dbrouter.Patroni) *testApp {
 	t.Helper()
-	c := testcluster.Get(t)
-	a, err := app.New(context.Background(), app.Config{
-		Router:     dbrouter.Config{PrimaryURL: c.PrimaryURL() + "&application_name=leader", ReplicaURLs: c.ReplicaURLs(), Strategy: dbrouter.Causal, PollInterval: 50 * time.Millisecond},
-		SessionKey: testKey, LoginsPerMinutePerAddr: 10000, Levers: c, HA: ha,
-		PatroniMembers: func(context.Context) (map[string]dbrouter.Patroni, error) { return members, nil },
+	return startApp(t, dbrouter.Causal, testcluster.Get(t), func(cfg *app.Config) {
+		cfg.Router.PrimaryURL += "&application_name=leader"
+		cfg.HA = ha
+		cfg.PatroniMembers = func(context.Context) (map[string]dbrouter.Patroni, error) { return members, nil }
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start("127.0.0.1:0"); err != nil {
-		a.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Close)
-	return &testApp{URL: a.URL(), router: a.Router, store: a.Store, c: c}
 }
 
 // labStateJSON is /lab/state as the failover tests read it.
