@@ -369,6 +369,12 @@ func (s *Server) handleLabMember(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, r, err)
 		return
 	}
+	if s.ops.current().running() {
+		// Said first: while a switchover runs there is often no primary,
+		// and that is not what the admin needs to hear.
+		s.serverError(w, r, s.ops.errBusy())
+		return
+	}
 	primary := currentPrimary(health)
 	if action == "switchover" {
 		switch primary {

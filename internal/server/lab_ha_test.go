@@ -182,7 +182,8 @@ func TestLabFailoverLevers(t *testing.T) {
 		return op.Running && strings.Contains(op.Text, "The switchover from leader to replica1 is in progress")
 	})
 	want(t, a.admin(t).post("/lab/replicas/replica2/pause", nil), http.StatusConflict, "The switchover from leader to replica1 is in progress")
-	want(t, a.admin(t).post("/lab/members/replica2/fail", nil), http.StatusConflict, "in progress")
+	want(t, a.admin(t).post("/lab/members/replica2/fail", nil), http.StatusConflict, "The switchover from leader to replica1 is in progress")
+	want(t, a.admin(t).post("/lab/members/leader/switchover", nil), http.StatusConflict, "The switchover from leader to replica1 is in progress")
 	close(ha.hold)
 	select {
 	case code := <-status:
