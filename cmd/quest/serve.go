@@ -15,7 +15,6 @@ import (
 	"quest/internal/app"
 	"quest/internal/cluster"
 	"quest/internal/dbrouter"
-	"quest/internal/server"
 )
 
 func (e environment) serve(ctx context.Context, args []string) error {
@@ -40,13 +39,7 @@ func (e environment) serve(ctx context.Context, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(e.stderr, nil))
 
-	var levers server.Levers
-	if cfg.FromCluster != "" {
-		if c, err := cluster.Open(cfg.FromCluster); err == nil {
-			levers = c // the app manages the local cluster: /lab gets its levers
-		}
-	}
-	a, err := app.New(ctx, app.Config{
+	appCfg := app.Config{
 		Router: dbrouter.Config{
 			PrimaryURL:   cfg.DatabaseURL,
 			ReplicaURLs:  cfg.ReplicaURLs,
@@ -57,12 +50,19 @@ func (e environment) serve(ctx context.Context, args []string) error {
 			MaxLagBytes:  cfg.MaxLagMB << 20,
 			PatroniURLs:  cfg.PatroniURLs,
 		},
-		Levers:                 levers,
 		Logger:                 logger,
 		SessionKey:             key,
 		Secure:                 cfg.Secure,
 		LoginsPerMinutePerAddr: cfg.LoginLimit,
-	})
+	}
+	if cfg.FromCluster != "" {
+		if c, err := cluster.Open(cfg.FromCluster); err == nil {
+			// The app manages the local cluster: /lab gets its levers, and
+			// on a Patroni cluster the failover levers too.
+			appCfg.ManageCluster(c)
+		}
+	}
+	a, err := app.New(ctx, appCfg)
 	if err != nil {
 		return err
 	}

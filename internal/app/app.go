@@ -9,10 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
+	"quest/internal/cluster"
 	"quest/internal/dbrouter"
 	"quest/internal/server"
 	"quest/internal/store"
@@ -29,7 +33,12 @@ type Config struct {
 	// Levers, when the app manages the local cluster, let admins pull
 	// replication levers from /lab.
 	Levers server.Levers
-	Logger *slog.Logger
+	// HA, when that cluster is a Patroni cluster, lets admins switch over,
+	// crash and start its members from /lab; PatroniMembers tells the
+	// pages what Patroni says of each member (see server.Config).
+	HA             server.HALevers
+	PatroniMembers func(ctx context.Context) (map[string]dbrouter.Patroni, error)
+	Logger         *slog.Logger
 }
 
 // App is one running Quest: its router, store and HTTP server.
@@ -67,6 +76,8 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		Secure:                 cfg.Secure,
 		LoginsPerMinutePerAddr: cfg.LoginsPerMinutePerAddr,
 		Levers:                 cfg.Levers,
+		HA:                     cfg.HA,
+		PatroniMembers:         cfg.PatroniMembers,
 	})
 	if err != nil {
 		r.Close()
@@ -156,4 +167,70 @@ func (a *App) Close() {
 	a.Shutdown(ctx)
 	a.Server.Close()
 	a.Router.Close()
+}
+
+// ManageCluster lets the app pull the levers of the local cluster c: c
+// pauses, delays, stops and starts replicas from /lab, and on a Patroni
+// cluster it also switches over, crashes and starts members, and a second
+// handle on it tells the pages what Patroni says of each member (the
+// levers' handle rewrites its roles while a switchover runs, so it cannot
+// be asked at the same time). On a Patroni cluster the primary's URL gets
+// the member's name, as the replicas' URLs have. Call it after setting
+// Router's URLs from c.
+func (cfg *Config) ManageCluster(c *cluster.Cluster) {
+	cfg.Levers = c
+	if !c.HA() {
+		return
+	}
+	cfg.HA = c
+	cfg.Router.PrimaryURL = namedMemberURL(cfg.Router.PrimaryURL, c.Nodes())
+	if view, err := cluster.Open(c.Dir()); err == nil {
+		cfg.PatroniMembers = askMembers(view)
+	}
+}
+
+// namedMemberURL gives a cluster member's URL the member's name as its
+// application_name: the router then calls the leader node1 rather than
+// 127.0.0.1:54320/quest, so the pages name the primary, the failover
+// levers find it, and the name stays right once it is a replica after a
+// failover. A URL that names itself already, or is no member's, is left
+// alone.
+func namedMemberURL(raw string, members []cluster.Node) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	q := u.Query()
+	if q.Get("application_name") != "" {
+		return raw
+	}
+	for _, n := range members {
+		if u.Port() == strconv.Itoa(n.Port) {
+			q.Set("application_name", n.Name)
+			u.RawQuery = q.Encode()
+			return u.String()
+		}
+	}
+	return raw
+}
+
+// askMembers asks a Patroni cluster what Patroni says of each member, for
+// the pages (server.Config.PatroniMembers). Members answers even when no
+// Patroni does: every member is then unlisted.
+func askMembers(c *cluster.Cluster) func(context.Context) (map[string]dbrouter.Patroni, error) {
+	return func(ctx context.Context) (map[string]dbrouter.Patroni, error) {
+		ms, err := c.Members(ctx)
+		if len(ms) == 0 {
+			return nil, err
+		}
+		out := make(map[string]dbrouter.Patroni, len(ms))
+		for _, m := range ms {
+			p := dbrouter.Patroni{Listed: m.Role != "", Role: m.Role, State: m.State, LagBytes: m.Lag}
+			if m.Timeline > 0 && m.Timeline <= math.MaxUint32 {
+				p.Timeline = uint32(m.Timeline)
+			}
+			out[m.Name] = p
+		}
+		return out, err
+	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 type readView struct {
 	For      string // "your session" or "this page's data"
 	Node     string
+	Member   string // the primary's own name, when it has one ("node2"): which member is the primary now
 	Strategy string
 	Why      string // in words
 	Verdict  string // one or two words: fresh, waited 1.2 ms, primary, may be missing your change, possibly stale
@@ -55,6 +57,9 @@ func explain(t *dbrouter.Trace, strategy dbrouter.Strategy, wait time.Duration) 
 // explainRead puts one read's decision into words.
 func explainRead(d dbrouter.Decision, strategy dbrouter.Strategy, wait time.Duration) readView {
 	v := readView{Node: d.Node, Strategy: d.Strategy.String(), SQL: d.SQL, For: "this page's data"}
+	if d.Node == "primary" && d.Member != d.Node && named(d.Member) {
+		v.Member = d.Member
+	}
 	if d.Strategy != strategy {
 		v.For = "your session (who is signed in)"
 	}
@@ -90,6 +95,11 @@ func explainRead(d dbrouter.Decision, strategy dbrouter.Strategy, wait time.Dura
 	}
 	return v
 }
+
+// named reports whether a member's name was given (a URL's
+// application_name, as cluster URLs carry) rather than made by the router
+// from host:port/dbname, which says nothing to a person beside "primary".
+func named(member string) bool { return member != "" && !strings.Contains(member, "/") }
 
 // position writes a session position for people.
 func position(lsn uint64) string {
@@ -153,10 +163,14 @@ func summary(p pageReads) string {
 		return "This page read no data of its own · strategy " + p.Strategy
 	}
 	v := page[len(page)-1]
-	if v.Missing != "" {
-		return "This page's data came from " + v.Node + " — " + v.Missing + " · strategy " + p.Strategy
+	node := v.Node
+	if v.Member != "" {
+		node += " (" + v.Member + ")"
 	}
-	return "This page's data came from " + v.Node + ": " + v.Why + " · strategy " + p.Strategy
+	if v.Missing != "" {
+		return "This page's data came from " + node + " — " + v.Missing + " · strategy " + p.Strategy
+	}
+	return "This page's data came from " + node + ": " + v.Why + " · strategy " + p.Strategy
 }
 
 // recentRequest is one page view in a session's recent history, for the

@@ -30,6 +30,11 @@ type sample struct {
 	T     int64              `json:"t"`     // Unix seconds
 	Lag   map[string]float64 `json:"lag"`   // replica → seconds behind
 	Reads map[string]int64   `json:"reads"` // node → reads served in that second
+	// Primary is the member that took writes, "" when none did; Mark,
+	// where it changed, says how in words ("failover: node1 → node2"):
+	// the chart draws a line there.
+	Primary string `json:"primary"`
+	Mark    string `json:"mark,omitempty"`
 }
 
 // history keeps the last minutes of samples, and since when each replica
@@ -48,18 +53,25 @@ type history struct {
 	pausedAt  map[string]time.Time
 	replaying map[string]bool
 	seenAt    map[string]time.Time
+
+	// The primary in the last sample, and the last one there was, for
+	// the chart's marks.
+	sampled     bool
+	prevPrimary string
+	lastPrimary string
 }
 
 const historySize = 300 // five minutes
 
-// record takes one sample from the router.
-func (h *history) record(r *dbrouter.Router, now time.Time) {
+// record takes one sample from the router. switchover says a switchover
+// was pulled just now, so a change of primary is not a failover.
+func (h *history) record(r *dbrouter.Router, now time.Time, switchover bool) {
 	reads := map[string]int64{}
 	for _, d := range r.DecisionCounts() {
 		reads[d.Node] += d.Count
 	}
-	s := sample{T: now.Unix(), Lag: map[string]float64{}, Reads: map[string]int64{}}
 	health := r.Health()
+	s := sample{T: now.Unix(), Lag: map[string]float64{}, Reads: map[string]int64{}, Primary: currentPrimary(health)}
 	for i, hl := range health {
 		if i > 0 {
 			s.Lag[hl.Name] = hl.Lag.Seconds()
@@ -78,6 +90,13 @@ func (h *history) record(r *dbrouter.Router, now time.Time) {
 		}
 	}
 	h.last = reads
+	if h.sampled {
+		s.Mark = primaryMark(h.prevPrimary, h.lastPrimary, s.Primary, switchover)
+	}
+	h.sampled, h.prevPrimary = true, s.Primary
+	if s.Primary != "" {
+		h.lastPrimary = s.Primary
+	}
 	h.samples = append(h.samples, s)
 	if len(h.samples) > historySize {
 		h.samples = h.samples[len(h.samples)-historySize:]
@@ -142,7 +161,7 @@ func (s *Server) sampleHistory(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			s.history.record(s.router, now)
+			s.history.record(s.router, now, s.ops.switchover(now))
 		}
 	}
 }
@@ -151,7 +170,11 @@ func (s *Server) sampleHistory(ctx context.Context) {
 // the page's: the JSON carries them so the live table says the same.
 type nodeState struct {
 	Name       string  `json:"name"`
-	Role       string  `json:"role"`
+	Member     string  `json:"member"`      // the node's own name, whatever its role
+	Display    string  `json:"display"`     // how the members table names it: Member when it was named, else Name
+	Role       string  `json:"role"`        // the router's slot: "primary" (or the last one, while none is) or "replica"
+	RouterRole string  `json:"router_role"` // as the router's last poll saw it: primary, replica, unreachable
+	Timeline   uint32  `json:"timeline"`    // 0 when unknown
 	Up         bool    `json:"up"`
 	Paused     bool    `json:"paused"`
 	Position   string  `json:"position"`
@@ -166,12 +189,30 @@ type nodeState struct {
 	ApplyDelay   string `json:"apply_delay"`    // "apply delay 5 s (configured)", "no apply delay"
 	Behind       string `json:"behind"`         // "behind by 120 bytes and 0.4 s", "caught up"
 	GetsReads    string `json:"gets_reads"`     // the router's verdict in words
+
+	// What Patroni says of the member, when anything asks it (see
+	// patroniOf); Patroni is "" and PatroniState nil when nothing does.
+	Patroni      string        `json:"patroni"` // "leader, running", "not listed"
+	PatroniState *patroniState `json:"patroni_member,omitempty"`
+}
+
+// patroniState is dbrouter.Patroni in the lab's JSON.
+type patroniState struct {
+	Listed   bool   `json:"listed"`
+	Role     string `json:"role"`
+	State    string `json:"state"`
+	Timeline uint32 `json:"timeline"`
+	LagBytes int64  `json:"lag_bytes"` // -1 when unknown
 }
 
 type labState struct {
 	Strategy string      `json:"strategy"`
+	Primary  string      `json:"primary"`       // the member taking writes, "" when none does
+	Patroni  bool        `json:"patroni_known"` // the members carry what Patroni says
+	HA       bool        `json:"ha"`            // the app manages a Patroni cluster
 	Nodes    []nodeState `json:"nodes"`
 	History  []sample    `json:"history"`
+	HAOp     haOpView    `json:"ha_op"` // the failover lever running, or the last one
 }
 
 func (s *Server) labState() labState {
@@ -180,13 +221,27 @@ func (s *Server) labState() labState {
 		reads[d.Node] += d.Count
 	}
 	now := time.Now()
-	st := labState{Strategy: s.router.Strategy().String(), History: s.history.snapshot()}
-	for i, h := range s.router.Health() {
-		n := nodeState{Name: h.Name, Role: "replica", Up: h.Up, Paused: h.Paused, Position: "–",
+	health := s.router.Health()
+	st := labState{Strategy: s.router.Strategy().String(), History: s.history.snapshot(), Primary: currentPrimary(health),
+		Patroni: s.patroniKnown(health), HA: s.ha != nil, HAOp: s.ops.current().view(now)}
+	for i, h := range health {
+		n := nodeState{Name: h.Name, Member: h.Member, Display: h.Name, Role: "replica", RouterRole: routerRole(h), Timeline: h.Timeline,
+			Up: h.Up, Paused: h.Paused, Position: "–",
 			LagBytes: h.LagBytes, LagSeconds: h.Lag.Seconds(), LagUnknown: h.LagUnknown, Router: h.Status.String(),
 			Reads: reads[h.Name], ApplyDelayMS: h.ApplyDelay.Milliseconds()}
 		if i == 0 {
 			n.Role = "primary"
+		}
+		if named(h.Member) {
+			n.Display = h.Member
+		}
+		if st.Patroni {
+			p := s.patroniOf(h)
+			n.Patroni = patroniWords(p)
+			n.PatroniState = &patroniState{Listed: p.Listed, Role: p.Role, State: p.State, Timeline: p.Timeline, LagBytes: p.LagBytes}
+			if n.Timeline == 0 && p.Listed {
+				n.Timeline = p.Timeline // the node did not answer; Patroni's word is the best there is
+			}
 		}
 		if h.Up {
 			n.Position = dbrouter.FormatLSN(h.Position)
@@ -291,6 +346,8 @@ type labPage struct {
 	SignedIn   bool
 	Admin      bool
 	Levers     bool
+	HA         bool   // the app manages a Patroni cluster: the failover levers
+	HAErr      string // why the last failover lever failed, for admins
 	CausalWait string
 	Recent     timeline
 }
@@ -306,7 +363,10 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 		State: s.labState(), Scenarios: s.scenarioViews(), Facts: strategyTable(choices, s.router.CausalWait(), s.router.TimedDelay()),
 		Choices: choices, Default: s.defaultStrategy.String(), ForYou: s.router.StrategyFor(ctx).String(),
 		Chosen: s.sessions.GetString(ctx, keyStrategy), AllowOwn: s.allowOwn.Load(),
-		SignedIn: u != nil, Admin: u != nil && u.IsAdmin, Levers: s.levers != nil, CausalWait: seconds(s.router.CausalWait()),
+		SignedIn: u != nil, Admin: u != nil && u.IsAdmin, Levers: s.levers != nil, HA: s.ha != nil, CausalWait: seconds(s.router.CausalWait()),
+	}
+	if op := s.ops.current(); page.Admin && op.Err != nil && page.State.HAOp.Failed {
+		page.HAErr = op.Err.Error()
 	}
 	page.Own = page.AllowOwn && page.Chosen != ""
 	if st := dbrouter.StateFrom(ctx); st != nil {
@@ -380,6 +440,12 @@ func (s *Server) handleLabLever(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	release, err := s.takeCluster(ctx)
+	if err != nil {
+		s.serverError(w, r, err)
+		return
+	}
+	defer release()
 	var msg string
 	switch action {
 	case "pause":

@@ -214,6 +214,16 @@ func (s *Server) handleLabSetup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	if s.levers != nil {
+		// The cluster first: refused while a switchover runs, the
+		// scenario changes nothing, the strategy included.
+		release, err := s.takeCluster(ctx)
+		if err != nil {
+			s.serverError(w, r, err)
+			return
+		}
+		defer release()
+	}
 	s.router.SetStrategy(sc.Strategy)
 	msg := fmt.Sprintf("Scenario %d (%s) is set up: strategy %s", sc.Number, sc.Title, sc.Strategy)
 	if s.levers == nil {
@@ -251,7 +261,13 @@ func (s *Server) handleLabReset(w http.ResponseWriter, r *http.Request) {
 	if s.levers == nil {
 		said = append(said, "no lever touched (this app instance does not manage a cluster)")
 	} else {
+		release, err := s.takeCluster(ctx)
+		if err != nil {
+			s.serverError(w, r, err)
+			return
+		}
 		done, bad := s.setLevers(ctx, func(int) leverSetting { return leverSetting{} })
+		release()
 		if len(done) > 0 {
 			said = append(said, strings.Join(done, "; "))
 		}

@@ -216,3 +216,23 @@ func TestStrategyFacts(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainNamesThePrimaryMember: after a failover the panel says which
+// member is the primary now, when it has a name of its own; a name the
+// router made from an address stays out of it.
+func TestExplainNamesThePrimaryMember(t *testing.T) {
+	d := dbrouter.Decision{Node: "primary", Member: "node2", Strategy: dbrouter.Primary, Reason: dbrouter.ReasonPrimaryOnly}
+	p := explain(nil, dbrouter.Primary, 20*time.Millisecond)
+	p.Reads = []readView{explainRead(d, dbrouter.Primary, 20*time.Millisecond)}
+	if p.Reads[0].Member != "node2" || !strings.HasPrefix(summary(p), "This page's data came from primary (node2): ") {
+		t.Fatalf("member %q, summary %q", p.Reads[0].Member, summary(p))
+	}
+	for _, d := range []dbrouter.Decision{
+		{Node: "primary", Member: "127.0.0.1:54320/quest", Strategy: dbrouter.Primary, Reason: dbrouter.ReasonPrimaryOnly},
+		{Node: "replica1", Member: "replica1", Strategy: dbrouter.Causal, Reason: dbrouter.ReasonFresh},
+	} {
+		if v := explainRead(d, dbrouter.Causal, 20*time.Millisecond); v.Member != "" {
+			t.Errorf("%s (%s) is shown as member %q", d.Node, d.Member, v.Member)
+		}
+	}
+}

@@ -55,6 +55,7 @@ func (s *Server) routes() http.Handler {
 			r.Use(s.requireAdmin)
 			r.Post("/lab/strategy", s.handleLabStrategy)
 			r.Post("/lab/replicas/{node}/{action}", s.handleLabLever)
+			r.Post("/lab/members/{member}/{action}", s.handleLabMember) // switchover, fail, start: Patroni clusters
 			r.Post("/lab/scenarios/{scenario}", s.handleLabSetup)
 			r.Post("/lab/reset", s.handleLabReset)
 			r.Post("/lab/allow-own", s.handleLabAllowOwn)

@@ -36,6 +36,15 @@ type Config struct {
 	// Levers, when the app manages the local cluster, let admins pause,
 	// delay, stop and start replicas from /lab.
 	Levers Levers
+	// HA, when the cluster the app manages is a Patroni cluster, lets
+	// admins switch over, crash and start its members from /lab. Set it
+	// with Levers, on the same cluster handle: the server pulls one lever
+	// at a time.
+	HA HALevers
+	// PatroniMembers, when set, asks Patroni what it says of each member,
+	// by name; the pages use it for a member the router's own Patroni
+	// discovery does not list. Asked once a second, in the background.
+	PatroniMembers func(ctx context.Context) (map[string]dbrouter.Patroni, error)
 }
 
 // Server is Quest's HTTP handler.
@@ -52,6 +61,9 @@ type Server struct {
 
 	crossOrigin *http.CrossOriginProtection
 	levers      Levers
+	ha          HALevers
+	ops         clusterOps // one lever at a time, and the failover lever's progress
+	patroni     patroniCache
 	history     history
 	recent      recentLog // each session's last page views, for the lab
 	metrics     *metrics
@@ -62,6 +74,9 @@ type Server struct {
 	defaultStrategy dbrouter.Strategy
 	allowOwn        atomic.Bool
 
+	// backgroundCtx ends at Close: the background work, and a failover
+	// lever, which outlives the request that pulled it.
+	backgroundCtx  context.Context
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup
 }
@@ -77,6 +92,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if len(cfg.SessionKey) < 32 {
 		return nil, errors.New("server: session key shorter than 32 bytes")
+	}
+	if cfg.HA != nil && cfg.Levers == nil {
+		return nil, errors.New("server: HA levers without the cluster's levers")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -97,6 +115,7 @@ func New(cfg Config) (*Server, error) {
 		pages:  pages,
 		logins: newLoginLimiter(5, cfg.LoginsPerMinutePerAddr),
 		levers: cfg.Levers,
+		ha:     cfg.HA,
 
 		defaultStrategy: cfg.Router.Strategy(),
 	}
@@ -118,11 +137,16 @@ func New(cfg Config) (*Server, error) {
 	}))
 	s.handler = s.routes()
 
+	s.ops.init()
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stopBackground = cancel
+	s.backgroundCtx, s.stopBackground = ctx, cancel
 	s.background.Add(2)
 	go s.cleanSessions(ctx, 10*time.Minute)
 	go s.sampleHistory(ctx)
+	if cfg.PatroniMembers != nil {
+		s.background.Add(1)
+		go s.askPatroni(ctx, cfg.PatroniMembers, time.Second)
+	}
 	return s, nil
 }
 

@@ -45,13 +45,19 @@ func newApp(t *testing.T, s dbrouter.Strategy) *testApp {
 	return startApp(t, s, nil)
 }
 
-func startApp(t *testing.T, s dbrouter.Strategy, levers server.Levers) *testApp {
+// startApp serves Quest on the package's cluster with the given strategy
+// and levers; each tweak may change the configuration first.
+func startApp(t *testing.T, s dbrouter.Strategy, levers server.Levers, tweaks ...func(*app.Config)) *testApp {
 	t.Helper()
 	c := testcluster.Get(t)
-	a, err := app.New(context.Background(), app.Config{
+	cfg := app.Config{
 		Router:     dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: s, PollInterval: 50 * time.Millisecond},
 		SessionKey: testKey, LoginsPerMinutePerAddr: 10000, Levers: levers,
-	})
+	}
+	for _, tweak := range tweaks {
+		tweak(&cfg)
+	}
+	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

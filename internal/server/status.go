@@ -13,7 +13,13 @@ type statusPage struct {
 	Replication []dbrouter.ReplicationRow `json:"pg_stat_replication"`
 	ReplErr     string                    `json:"pg_stat_replication_error,omitempty"`
 	Nodes       []dbrouter.NodeInfo       `json:"nodes"`
-	Router      []nodeState               `json:"router"`
+	Router      []nodeState               `json:"router"` // the members, with the router's and Patroni's words
+	Primary     string                    `json:"primary"`
+	Patroni     bool                      `json:"patroni_known"` // the members carry what Patroni says
+	// PatroniNote says where the router's Patroni discovery asked, or why
+	// it got no answer: to admins only, as the URL and the error name
+	// hosts and ports; others learn only that Patroni did not answer.
+	PatroniNote string `json:"patroni_note,omitempty"`
 }
 
 // handleStatus is the article's check — pg_stat_replication on the
@@ -21,8 +27,18 @@ type statusPage struct {
 // each node; JSON for Accept: application/json.
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	view := s.router.Inspect()
+	lab := s.labState()
 	page := statusPage{Strategy: s.router.Strategy().String(), Replication: view.Replication, ReplErr: view.ReplErr,
-		Nodes: view.Nodes, Router: s.labState().Nodes}
+		Nodes: view.Nodes, Router: lab.Nodes, Primary: lab.Primary, Patroni: lab.Patroni}
+	admin := currentUser(r) != nil && currentUser(r).IsAdmin
+	switch {
+	case view.PatroniErr != "" && admin:
+		page.PatroniNote = "Patroni did not answer the router: " + view.PatroniErr
+	case view.PatroniErr != "":
+		page.PatroniNote = "Patroni did not answer the router's last question."
+	case view.PatroniURL != "" && admin:
+		page.PatroniNote = "The router asks Patroni at " + view.PatroniURL + "."
+	}
 	if strings.Contains(r.Header.Get("Accept"), "application/json") {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(page)

@@ -158,3 +158,19 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// NeedHA skips a test that needs a Patroni cluster when Patroni, etcd or
+// PostgreSQL is missing, or fails it under CI, where nothing may skip.
+func NeedHA(t testing.TB) {
+	t.Helper()
+	_, _, err := cluster.FindHATools()
+	if err == nil {
+		_, err = cluster.FindBinDir(cluster.Search{})
+	}
+	if err != nil {
+		if InCI() {
+			t.Fatalf("%v (CI=true, so this fails)", err)
+		}
+		t.Skip(err)
+	}
+}
