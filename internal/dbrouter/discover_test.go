@@ -44,7 +44,7 @@ func members(r *dbrouter.Router) []string {
 // without a restart of the router and gets its sessions back.
 func TestRouterDiscoversPatroniMembers(t *testing.T) {
 	testcluster.Long(t)
-	needHA(t)
+	testcluster.NeedHA(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, see := haCluster(t, ctx, "ha-discover")

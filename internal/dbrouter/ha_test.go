@@ -23,22 +23,6 @@ import (
 // the leader key outlives a crashed leader.
 const haTTL = 10 * time.Second
 
-// needHA skips the test when Patroni, etcd or PostgreSQL is missing, or
-// fails it under CI, where nothing may skip.
-func needHA(t *testing.T) {
-	t.Helper()
-	_, _, err := cluster.FindHATools()
-	if err == nil {
-		_, err = cluster.FindBinDir(cluster.Search{})
-	}
-	if err != nil {
-		if testcluster.InCI() {
-			t.Fatalf("%v (CI=true, so this fails)", err)
-		}
-		t.Skip(err)
-	}
-}
-
 // haLoad is what the light load saw.
 type haLoad struct {
 	reads, stale, lostReads  atomic.Int64
@@ -73,7 +57,7 @@ func (l *haLoad) fail(format string, err error) {
 // may have been lost).
 func TestRouterHAFailover(t *testing.T) {
 	testcluster.Long(t)
-	needHA(t)
+	testcluster.NeedHA(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, see := haCluster(t, ctx, "ha-router")
