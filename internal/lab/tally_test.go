@@ -2,6 +2,7 @@ package lab
 
 import (
 	"errors"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -60,5 +61,57 @@ func TestPercentiles(t *testing.T) {
 	}
 	if p50, p99 := percentiles(lat); p50 != 101*time.Millisecond || p99 != 199*time.Millisecond {
 		t.Errorf("1..200 ms: p50 %s, p99 %s", p50, p99)
+	}
+}
+
+// TestTallyCountsLostChangesApart: a page that says the session's change
+// may have been lost in a failover counts as such, and a read-back short
+// on it is a lost change announced, not an anomaly; forms the app took are
+// timed by phase, and failed page views are counted apart.
+func TestTallyCountsLostChangesApart(t *testing.T) {
+	u := newBrowser("u", 1)
+	tl := newTally("causal", 1, 2)
+	lost := page{status: http.StatusOK, route: "primary:primary-only:causal", lost: true}
+	tl.response(u, lost, nil, true)
+	tl.readBack(0, lost, 1, 2)
+	tl.monotonic(lost, 5, 7)
+	tl.response(u, page{status: http.StatusSeeOther, loc: "/wishlist", elapsed: 4 * time.Millisecond}, nil, false)
+	tl.response(u, page{status: http.StatusSeeOther, loc: "/login"}, nil, false) // signed out: not a write taken
+	tl.response(u, page{}, errors.New("connection reset"), true)
+	tl.response(u, page{}, errors.New("connection reset"), false)
+	tl.setPhase(-1)
+	tl.response(u, page{status: http.StatusSeeOther, loc: "/wishlist", elapsed: time.Second}, nil, false) // between phases
+	tl.setPhase(1)
+	tl.response(u, page{status: http.StatusSeeOther, loc: "/forum/1", elapsed: 6 * time.Millisecond}, nil, false)
+
+	if tl.lostPages != 1 || tl.lostMisses != 2 || tl.anomalies != 0 || tl.staleMisses != 0 {
+		t.Errorf("lost pages %d, lost misses %d, anomalies %d, stale misses %d; want 1, 2, 0, 0", tl.lostPages, tl.lostMisses, tl.anomalies, tl.staleMisses)
+	}
+	if tl.failed != 2 || tl.failedGets != 1 {
+		t.Errorf("failed %d, of them page views %d; want 2, 1", tl.failed, tl.failedGets)
+	}
+	if len(tl.writes[0]) != 1 || tl.writes[0][0] != 4*time.Millisecond || len(tl.writes[1]) != 1 || tl.writes[1][0] != 6*time.Millisecond {
+		t.Errorf("writes by phase: %v; want [4ms] [6ms]", tl.writes)
+	}
+}
+
+// TestAcceptLoss: after a page from the primary says a change may have
+// been lost, the user expects what it shows; a page that was also served
+// possibly stale does not count, since it may lack adds that are not lost.
+func TestAcceptLoss(t *testing.T) {
+	u := newBrowser("u", 1)
+	u.wishes = map[int]int{3: 2, 5: 1, 7: 1}
+	body := `<li data-item="3" data-count="1"></li><li data-item="7" data-count="2"></li>`
+	u.acceptLoss(page{body: body, route: "replica1:stale:causal", lost: true})
+	u.acceptLoss(page{body: body, route: "primary:primary-only:causal"})
+	if len(u.lost) != 0 {
+		t.Fatalf("a stale page, or one that said nothing, was taken as a loss: %v", u.lost)
+	}
+	u.acceptLoss(page{body: body, route: "primary:primary-only:causal", lost: true})
+	if want := map[int]int{3: 1, 5: 1, 7: 0}; !maps.Equal(u.lost, want) {
+		t.Errorf("lost %v, want %v", u.lost, want)
+	}
+	if u.wishes[3] != 2 {
+		t.Errorf("acknowledged adds changed: %v", u.wishes)
 	}
 }
