@@ -315,7 +315,10 @@ func (h *haRun) row(ctx context.Context, key string) (HARow, error) {
 	if err != nil {
 		return row, err
 	}
-	row.Acked, row.Lost = acked-h.acked, lost-h.lost
+	// Lost writes stay lost, so the row's are the new ones. (A write of
+	// unknown outcome that was saved after all can hide one of an earlier
+	// row's of the same item: never below 0.)
+	row.Acked, row.Lost = acked-h.acked, max(0, lost-h.lost)
 	h.acked, h.lost = acked, lost
 	row.Notes = append(row.Notes, h.notes(row)...)
 	row.Notes = append(row.Notes, t.notes()...)
