@@ -246,8 +246,12 @@ func (f *faultRun) play(ctx context.Context, sc scenario, row *FaultRow) (*tally
 // first anomaly and failure, and forms of unknown outcome.
 func (t *tally) notes() []string {
 	var notes []string
-	if t.firstAnomaly != "" {
-		notes = append(notes, t.firstAnomaly)
+	switch len(t.firstAnomalies) {
+	case 0:
+	case 1:
+		notes = append(notes, "first anomaly: "+t.firstAnomalies[0])
+	default:
+		notes = append(notes, fmt.Sprintf("first %d anomalies: %s", len(t.firstAnomalies), strings.Join(t.firstAnomalies, "; ")))
 	}
 	if t.firstFail != "" {
 		notes = append(notes, t.firstFail)
@@ -296,6 +300,9 @@ func (f *faultRun) verifyWrites(ctx context.Context) (acked, lost int, err error
 			}
 			acked += n
 			lost += max(0, n-have)
+			// The user takes in what the primary holds: a loss is counted
+			// here once, not again as an anomaly at each later read-back.
+			u.lost[item] = max(u.lost[item], n-have)
 		}
 	}
 	id, err := strconv.Atoi(strings.TrimPrefix(f.story.thread, "/forum/"))

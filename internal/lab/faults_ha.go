@@ -128,6 +128,7 @@ type HARow struct {
 	Unknown      int // forms answered 503 "may have been saved" (the connection broke during COMMIT)
 	Stale        int // pages served with the staleness banner
 	LostPages    int // pages that said the session's change may have been lost in a failover
+	LostForms    int // form answers (redirects, which browsers do not show) that said so
 	Anomalies    int // read-your-writes and monotonic failures on pages that said neither
 	StaleMisses  int // the same on pages with the staleness banner (announced)
 	LostMisses   int // the same on pages saying a change may have been lost (announced)
@@ -305,12 +306,21 @@ func (h *haRun) row(ctx context.Context, key string) (HARow, error) {
 	row.Elapsed, row.Requests = t.elapsed, t.requests
 	row.FailedReads = t.failedGets
 	row.FailedWrites += t.failed - t.failedGets // the probe's were counted by the step
-	row.ReadOnly, row.Unknown, row.Stale, row.LostPages = t.readOnly, t.unknown, t.stalePages, t.lostPages
+	row.ReadOnly, row.Unknown, row.Stale, row.LostPages, row.LostForms = t.readOnly, t.unknown, t.stalePages, t.lostPages, t.lostForms
 	row.Anomalies, row.StaleMisses, row.LostMisses = t.anomalies, t.staleMisses, t.lostMisses
 	row.P50, row.P99 = percentiles(t.latencies)
 	row.Writes = len(t.writes[0])
 	row.WriteP50, row.WriteP99 = percentiles(t.writes[0])
 	row.PhaseReads = t.served
+	// The writes are checked on whichever member leads now, which Patroni
+	// may have changed again since the row's fault.
+	leader, err := h.c.WaitLeader(ctx, "", time.Minute)
+	if err != nil {
+		return row, err
+	}
+	if want := row.NewLeader; want != "" && leader != want {
+		row.Notes = append(row.Notes, fmt.Sprintf("Patroni moved the leader again during the row: %s leads now", leader))
+	}
 	acked, lost, err := h.verifyWrites(ctx)
 	if err != nil {
 		return row, err
@@ -350,6 +360,9 @@ func (h *haRun) notes(row HARow) []string {
 	if row.WritesBack > 0 {
 		notes = append(notes, fmt.Sprintf("writes refused for %.1f s", row.Refused.Seconds()))
 	}
+	if row.LostForms > 0 {
+		notes = append(notes, fmt.Sprintf("%d form answers said a change may have been lost: redirects, which a browser follows without showing", row.LostForms))
+	}
 	if row.LostMisses > 0 {
 		notes = append(notes, fmt.Sprintf("%d read-backs short of a lost change, on pages that said so", row.LostMisses))
 	}
@@ -363,12 +376,15 @@ func (h *haRun) notes(row HARow) []string {
 // times the return of writes from the crash and from the promotion.
 func (h *haRun) crash(ctx context.Context, row *HARow) error {
 	began := time.Now()
-	probe := h.probeWrites(ctx)
-	defer probe.stop()
 	failed, err := h.c.Fail(ctx, cluster.LeaderName)
 	if err != nil {
 		return err
 	}
+	// The probe starts once the leader is gone: a write it sent just
+	// before the kill would race it, and be lost more often than the
+	// users' writes, which the crash meets wherever they are.
+	probe := h.probeWrites(ctx)
+	defer probe.stop()
 	row.Member = failed
 	h.crashed = failed
 	h.say("%s crashed; Patroni promotes a replica once the leader key expires (ttl %s)", failed, span(h.cfg.TTL))

@@ -45,7 +45,7 @@ func TestParseHARows(t *testing.T) {
 func haRows() []HARow {
 	s := time.Second
 	return []HARow{
-		{Key: RowCrash, Scenario: "leader crashed, asynchronous replication", Requests: 3000, ReadOnly: 600, Stale: 40, LostPages: 3,
+		{Key: RowCrash, Scenario: "leader crashed, asynchronous replication", Requests: 3000, ReadOnly: 600, Stale: 40, LostPages: 3, LostForms: 1,
 			LostMisses: 2, Acked: 700, Lost: 2, P50: 2 * time.Millisecond, P99: 20 * time.Millisecond,
 			Writes: 300, WriteP50: 2400 * time.Microsecond, WriteP99: 19 * time.Millisecond,
 			Member: "node1", NewLeader: "node2", Promoted: 10250 * time.Millisecond, WritesBack: 10300 * time.Millisecond, Refused: 10 * s,
@@ -113,7 +113,7 @@ func TestHAMarkdownAndFiles(t *testing.T) {
 		"| crashed member brought back | 2000 | 0 | 0 | 0 | 0 | 0 | 0 | 900 | 0 | – | – | 2.0 ms / 15.0 ms (280) | 0.0 ms | 0.0 ms |  |",
 		"| planned switchover, asynchronous replication | 1500 | 1 | 0 | 0 | 0 | 0 | 0 | 500 | 0 | – | never refused | – | 0.0 ms | 0.0 ms |  |",
 		"| leader crashed, synchronous_mode | 2900 | 0 | 0 | 590 | 0 | 0 | 0 | 650 | 0 | 9.9 s | 9.8 s / -0.05 s | 4.6 ms / 40.0 ms (250) | 0.0 ms | 0.0 ms |  |",
-		"Asynchronous replication: the crash lost 2 of the row's 700 acknowledged writes (3 pages said a change may have been lost).",
+		"Asynchronous replication: the crash lost 2 of the row's 700 acknowledged writes; 3 pages and 1 form answers said a change may have been lost.",
 		"Writes on the healthy cluster, p50 / p99 (the form's whole request): asynchronous replication 2.4 ms / 19.0 ms; synchronous_mode 4.6 ms / 40.0 ms.",
 		"- **not held**: no read fails — 1 in \"planned switchover, asynchronous replication\"",
 		"- held: no acknowledged write lost under synchronous_mode — 0 of 650",

@@ -306,8 +306,8 @@ func (r *HAResult) findings() []string {
 	var latency []string
 	for _, row := range r.Rows {
 		if row.Key == RowCrash {
-			out = append(out, fmt.Sprintf("Asynchronous replication: the crash lost %d of the row's %d acknowledged writes (%d pages said a change may have been lost).",
-				row.Lost, row.Acked, row.LostPages))
+			out = append(out, fmt.Sprintf("Asynchronous replication: the crash lost %d of the row's %d acknowledged writes; %d pages and %d form answers said a change may have been lost.",
+				row.Lost, row.Acked, row.LostPages, row.LostForms))
 		}
 		if (row.Key == RowCrash || row.Key == RowCrashSync) && row.Writes > 0 {
 			latency = append(latency, fmt.Sprintf("%s %s / %s", replication(row.Sync), ms(row.WriteP50, 1), ms(row.WriteP99, 1)))

@@ -127,7 +127,7 @@ func (s *story) addAndReadBack(ctx context.Context, a act, t *tally, i int, u *b
 			}
 			t.response(u, p, err, true)
 			if err == nil && p.status == http.StatusOK {
-				t.readBack(r.index, p, wishCount(p.body, r.item), r.wants)
+				t.readBack(r.index, p, wishCount(p.body, r.item), r.wants, "")
 				u.acceptLoss(p)
 			}
 		}
@@ -146,6 +146,12 @@ func (s *story) addAndReadBack(ctx context.Context, a act, t *tally, i int, u *b
 		}
 		t.response(u, p, err, false)
 		added := err == nil && p.status == http.StatusSeeOther
+		// A form's answer is a redirect, which a browser follows without
+		// showing it: a "may have been lost" there reaches no one.
+		after := ""
+		if err == nil && p.lost {
+			after = " (the form's redirect before it said a change may have been lost; the page did not)"
+		}
 		if added {
 			u.wishes[item]++
 		}
@@ -159,7 +165,7 @@ func (s *story) addAndReadBack(ctx context.Context, a act, t *tally, i int, u *b
 		t.response(u, p, err, true)
 		if added && err == nil && p.status == http.StatusOK {
 			wants := u.wishes[item] - u.lost[item]
-			t.readBack(0, p, wishCount(p.body, item), wants)
+			t.readBack(0, p, wishCount(p.body, item), wants, after)
 			for k, d := range a.rereads[1:] {
 				// A re-read due after the drain is never made.
 				if a.end.IsZero() || at.Add(d).Before(a.end.Add(latest)) {

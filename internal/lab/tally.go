@@ -25,6 +25,7 @@ type tally struct {
 	latencies  []time.Duration
 	stalePages int // pages with a read served possibly stale (the banner)
 	lostPages  int // pages saying the session's change may have been lost in a failover
+	lostForms  int // form answers (redirects, which browsers follow without showing) saying so
 	// The strategy's read decisions.
 	reads, primaryReads, staleReads, waited int
 	waitTotal                               time.Duration
@@ -41,7 +42,7 @@ type tally struct {
 	// Failed checks on pages served as fresh, on pages with the staleness
 	// banner, and on pages saying a change may have been lost.
 	anomalies, staleMisses, lostMisses int
-	firstAnomaly                       string
+	firstAnomalies                     []string // the first few, to say what went wrong
 }
 
 func newTally(strategy string, rereads, phases int) *tally {
@@ -98,8 +99,11 @@ func (t *tally) response(u *browser, p page, err error, isPage bool) {
 		t.writes[t.phase] = append(t.writes[t.phase], p.elapsed) // a form the app took
 	}
 	t.latencies = append(t.latencies, p.elapsed)
-	if p.lost {
+	switch {
+	case p.lost && isPage:
 		t.lostPages++
+	case p.lost:
+		t.lostForms++
 	}
 	onlyPrimary, decided, stale := true, false, false
 	for _, e := range parseRoute(p.route) {
@@ -141,14 +145,14 @@ func (t *tally) response(u *browser, p page, err error, isPage bool) {
 }
 
 // readBack records a read-your-writes check: the wishlist page showed have
-// of the wants acknowledged adds.
-func (t *tally) readBack(index int, p page, have, wants int) {
+// of the wants acknowledged adds. context, if any, says more of a failure.
+func (t *tally) readBack(index int, p page, have, wants int, context string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.rywChecks[index]++
 	if have < wants {
 		t.rywFailures[index]++
-		t.anomaly(p, fmt.Sprintf("wishlist showed %d of %d adds", have, wants))
+		t.anomaly(p, fmt.Sprintf("wishlist showed %d of %d adds%s", have, wants, context))
 	}
 }
 
@@ -164,6 +168,9 @@ func (t *tally) monotonic(p page, have, seen int) {
 	}
 }
 
+// maxAnomalies is how many anomalies a tally describes.
+const maxAnomalies = 3
+
 // anomaly sorts a failed check: a page that said the session's change may
 // have been lost in a failover, or that carried the staleness banner (the
 // primary down, no replica fresh enough), announced it. For the first
@@ -177,8 +184,8 @@ func (t *tally) anomaly(p page, what string) {
 		t.staleMisses++
 		return
 	}
-	if t.anomalies == 0 {
-		t.firstAnomaly = fmt.Sprintf("first anomaly: %s, served by %s", what, p.route)
+	if len(t.firstAnomalies) < maxAnomalies {
+		t.firstAnomalies = append(t.firstAnomalies, fmt.Sprintf("%s, served by %s", what, p.route))
 	}
 	t.anomalies++
 }

@@ -39,15 +39,18 @@ func TestTallySortsResponsesAndChecks(t *testing.T) {
 		t.Errorf("reads by phase: %v", tl.served)
 	}
 
-	tl.readBack(0, fresh, 2, 2)
-	tl.readBack(1, stale, 1, 2) // announced by the banner
-	tl.readBack(1, fresh, 0, 1)
+	tl.readBack(0, fresh, 2, 2, "")
+	tl.readBack(1, stale, 1, 2, "") // announced by the banner
+	tl.readBack(1, fresh, 0, 1, "")
 	tl.monotonic(fresh, 3, 4)
 	if tl.rywChecks[0] != 1 || tl.rywChecks[1] != 2 || tl.rywFailures[1] != 2 || tl.monoChecks != 1 || tl.monoFailures != 1 {
 		t.Errorf("read-your-writes %v/%v, monotonic %d/%d", tl.rywFailures, tl.rywChecks, tl.monoFailures, tl.monoChecks)
 	}
-	if tl.anomalies != 2 || tl.staleMisses != 1 || !strings.Contains(tl.firstAnomaly, "wishlist showed 0 of 1 adds, served by replica1:fresh:causal") {
-		t.Errorf("anomalies %d, stale misses %d, first %q", tl.anomalies, tl.staleMisses, tl.firstAnomaly)
+	if tl.anomalies != 2 || tl.staleMisses != 1 || len(tl.firstAnomalies) != 2 || tl.firstAnomalies[0] != "wishlist showed 0 of 1 adds, served by replica1:fresh:causal" {
+		t.Errorf("anomalies %d, stale misses %d, first %q", tl.anomalies, tl.staleMisses, tl.firstAnomalies)
+	}
+	if n := tl.notes(); len(n) < 1 || !strings.HasPrefix(n[0], "first 2 anomalies: wishlist showed 0 of 1 adds") {
+		t.Errorf("notes %q", n)
 	}
 }
 
@@ -73,9 +76,9 @@ func TestTallyCountsLostChangesApart(t *testing.T) {
 	tl := newTally("causal", 1, 2)
 	lost := page{status: http.StatusOK, route: "primary:primary-only:causal", lost: true}
 	tl.response(u, lost, nil, true)
-	tl.readBack(0, lost, 1, 2)
+	tl.readBack(0, lost, 1, 2, "")
 	tl.monotonic(lost, 5, 7)
-	tl.response(u, page{status: http.StatusSeeOther, loc: "/wishlist", elapsed: 4 * time.Millisecond}, nil, false)
+	tl.response(u, page{status: http.StatusSeeOther, loc: "/wishlist", elapsed: 4 * time.Millisecond, lost: true}, nil, false)
 	tl.response(u, page{status: http.StatusSeeOther, loc: "/login"}, nil, false) // signed out: not a write taken
 	tl.response(u, page{}, errors.New("connection reset"), true)
 	tl.response(u, page{}, errors.New("connection reset"), false)
@@ -84,8 +87,15 @@ func TestTallyCountsLostChangesApart(t *testing.T) {
 	tl.setPhase(1)
 	tl.response(u, page{status: http.StatusSeeOther, loc: "/forum/1", elapsed: 6 * time.Millisecond}, nil, false)
 
-	if tl.lostPages != 1 || tl.lostMisses != 2 || tl.anomalies != 0 || tl.staleMisses != 0 {
-		t.Errorf("lost pages %d, lost misses %d, anomalies %d, stale misses %d; want 1, 2, 0, 0", tl.lostPages, tl.lostMisses, tl.anomalies, tl.staleMisses)
+	if tl.lostPages != 1 || tl.lostForms != 1 || tl.lostMisses != 2 || tl.anomalies != 0 || tl.staleMisses != 0 {
+		t.Errorf("lost pages %d, forms %d, lost misses %d, anomalies %d, stale misses %d; want 1, 1, 2, 0, 0",
+			tl.lostPages, tl.lostForms, tl.lostMisses, tl.anomalies, tl.staleMisses)
+	}
+	// A redirect that said so reaches no one: the page after, saying
+	// nothing, is an anomaly, told with what came before it.
+	tl.readBack(0, page{status: http.StatusOK, route: "primary:fallback-down:causal"}, 6, 7, " (after a lost-flagged redirect)")
+	if tl.anomalies != 1 || tl.firstAnomalies[0] != "wishlist showed 6 of 7 adds (after a lost-flagged redirect), served by primary:fallback-down:causal" {
+		t.Errorf("anomalies %d: %q", tl.anomalies, tl.firstAnomalies)
 	}
 	if tl.failed != 2 || tl.failedGets != 1 {
 		t.Errorf("failed %d, of them page views %d; want 2, 1", tl.failed, tl.failedGets)
