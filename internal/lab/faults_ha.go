@@ -351,7 +351,7 @@ func (h *haRun) notes(row HARow) []string {
 		if n := row.name(row.Member); n != row.Member {
 			as = fmt.Sprintf(" (to the app %s: its URL, the leader's when the app started, names no application_name)", n)
 		}
-		notes = append(notes, fmt.Sprintf("%s%s started again: rewound by Patroni and streaming after %.1f s; %s; its share of reads before / after: %s / %s",
+		notes = append(notes, fmt.Sprintf("%s%s started again: Patroni rejoined it as a replica (rewound where its WAL had gone past the new timeline), streaming after %.1f s; %s; its share of reads before / after: %s / %s",
 			row.Member, as, row.Rejoined.Seconds(), ok, share(row.PhaseReads[0], row.name(row.Member)), share(row.PhaseReads[1], row.name(row.Member))))
 	case RowSwitchover:
 		notes = append(notes, fmt.Sprintf("%s → %s; every member followed after %.1f s; the primary's share of reads before / after: %s / %s",
