@@ -22,7 +22,7 @@ const labUsage = `usage: quest lab run|faults [flags]
 
 actions:
   run      the lag experiment: every strategy under every lag setting, as a table
-  faults   the fault scenarios under load, as a table
+  faults   the fault scenarios under load, as a table (--ha: failover on Patroni clusters of its own)
 
 Run "quest lab run -h" or "quest lab faults -h" for their flags.
 `
