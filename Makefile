@@ -11,7 +11,7 @@ GOSEC_VERSION       := v2.30.0
 STATICCHECK         := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 GOSEC               := $(TOOLS)/gosec-$(GOSEC_VERSION)/gosec
 
-.PHONY: build run test lint lab faults lab-pgpool pgpool2 down purge status compose-up compose-down compose-config fmt vet clean
+.PHONY: build run test lint lab faults faults-ha lab-pgpool pgpool2 down purge status compose-up compose-down compose-config fmt vet clean
 
 ## build: compile the quest binary into .quest/bin
 build:
@@ -79,6 +79,12 @@ pgpool2:
 faults: build
 	$(BIN) cluster up --port $(PGPORT)
 	$(BIN) lab faults --update docs/faults.md
+
+## faults-ha: the HA fault table on Patroni clusters the lab starts and removes (leader crashed under
+## asynchronous replication and synchronous_mode, crashed member brought back, switchover; needs patroni
+## and etcd; ~3 min, on free ports); rewrites docs/ha.md's table
+faults-ha: build
+	$(BIN) lab faults --ha --update docs/ha.md
 
 ## down: stop the local cluster (data kept); purge: stop it and delete its data (the next
 ## make run creates it anew, on PGPORT)

@@ -22,7 +22,7 @@ const labUsage = `usage: quest lab run|faults [flags]
 
 actions:
   run      the lag experiment: every strategy under every lag setting, as a table
-  faults   the fault scenarios under load, as a table
+  faults   the fault scenarios under load, as a table (--ha: failover on Patroni clusters of its own)
 
 Run "quest lab run -h" or "quest lab faults -h" for their flags.
 `
@@ -137,17 +137,43 @@ func (e environment) lab(ctx context.Context, args []string) error {
 	return e.publish(res, *out, *update, section)
 }
 
-// labFaults runs the fault scenarios under load and prints their table.
+// labFaults runs the fault scenarios under load and prints their table;
+// with --ha, the HA fault table on Patroni clusters of its own.
 func (e environment) labFaults(ctx context.Context, args []string) error {
-	fs := e.newFlags("lab faults", "lab faults [--quick] [--dir D] [--users N] [--out DIR] [--update FILE]")
+	fs := e.newFlags("lab faults", "lab faults [--quick] [--dir D] [--users N] [--out DIR] [--update FILE]\n"+
+		"       quest lab faults --ha [--quick] [--rows R] [--ha-dir D] [--port P] [--pg-bin D] [--users N] [--out DIR] [--update FILE]")
 	var qc config
-	e.addFlags(fs, &qc, dirFlag) // the local cluster to break
+	e.addFlags(fs, &qc, dirFlag|pgBinFlag) // the local cluster to break
 	dir := &qc.StateDir
-	quick := fs.Bool("quick", false, "short phases (about a minute in all)")
+	quick := fs.Bool("quick", false, "short phases (about a minute in all; with --ha about two)")
 	users := fs.Int("users", 6, "simulated users")
-	out := fs.String("out", "", "directory for faults.md and faults.json (default .quest/lab beside the state dir)")
-	update := fs.String("update", "", "also replace the marked section of this Markdown file with the table: <!-- faults:begin --> … <!-- faults:end -->")
-	c, err := labTarget(fs, args, "lab faults", dir, users, out)
+	out := fs.String("out", "", "directory for faults.md and faults.json, or faults-ha.md and faults-ha.json (default .quest/lab beside the state dir)")
+	update := fs.String("update", "", "also replace the marked section of this Markdown file with the table: <!-- faults:begin --> … <!-- faults:end -->, or faults-ha:begin/end with --ha")
+	ha := fs.Bool("ha", false, "the HA fault table instead, on Patroni clusters the lab starts and removes: the leader crashed (asynchronous\nreplication, and synchronous_mode), the crashed member brought back, a planned switchover (docs/ha.md)")
+	haDir := fs.String("ha-dir", "", "with --ha: the state directory of the lab's Patroni clusters, one at a time (default .quest/faults-ha beside the state dir)")
+	port := fs.Int("port", 0, "with --ha: the clusters' base port P (PostgreSQL P to P+2, Patroni P+10 to P+12, etcd P+20 and P+21); 0 picks free ports")
+	rows := fs.String("rows", "", "with --ha: the rows to run, comma-separated: "+strings.Join(lab.HARows(), ", ")+" (default all; rejoin needs crash)")
+	if err := labArgs(fs, args, "lab faults", users); err != nil {
+		return err
+	}
+	if *ha {
+		return e.labFaultsHA(ctx, haOptions{stateDir: *dir, dir: *haDir, port: *port, rows: *rows, pgBin: qc.PGBin,
+			quick: *quick, users: *users, out: *out, update: *update})
+	}
+	var onlyHA []string
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "ha-dir" || f.Name == "port" || f.Name == "rows" || f.Name == "pg-bin" {
+			onlyHA = append(onlyHA, "--"+f.Name)
+		}
+	})
+	switch len(onlyHA) {
+	case 0:
+	case 1:
+		return usagef("lab faults: %s needs --ha", onlyHA[0])
+	default:
+		return usagef("lab faults: %s need --ha", strings.Join(onlyHA, " and "))
+	}
+	c, err := labCluster(*dir, out)
 	if err != nil {
 		return err
 	}
@@ -195,17 +221,31 @@ func (e environment) publish(res results, out, update, section string) error {
 // cluster it works on; out defaults to .quest/lab beside the state dir.
 // The flags are passed as pointers: they are read after parsing.
 func labTarget(fs *flag.FlagSet, args []string, name string, dir *string, users *int, out *string) (*cluster.Cluster, error) {
-	pos, err := parse(fs, args)
-	if err != nil {
+	if err := labArgs(fs, args, name, users); err != nil {
 		return nil, err
 	}
+	return labCluster(*dir, out)
+}
+
+// labArgs parses a lab command's flags and checks what they share.
+func labArgs(fs *flag.FlagSet, args []string, name string, users *int) error {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
 	if len(pos) != 0 {
-		return nil, fmt.Errorf("%s takes no arguments, got %q", name, pos)
+		return fmt.Errorf("%s takes no arguments, got %q", name, pos)
 	}
 	if *users < 2 || *users > 200 {
-		return nil, fmt.Errorf("--users %d: choose between 2 and 200", *users)
+		return fmt.Errorf("--users %d: choose between 2 and 200", *users)
 	}
-	c, err := cluster.Open(*dir)
+	return nil
+}
+
+// labCluster opens the local cluster a lab command works on; out defaults
+// to .quest/lab beside its state dir.
+func labCluster(dir string, out *string) (*cluster.Cluster, error) {
+	c, err := cluster.Open(dir)
 	if err != nil {
 		return nil, err
 	}

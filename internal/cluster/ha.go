@@ -43,6 +43,10 @@ const (
 	haRetryTimeout = 5
 )
 
+// PatroniTTL is haTTL as a duration: what a failover's wait is measured
+// against (the lab's HA fault runs).
+const PatroniTTL = haTTL * time.Second
+
 // Offsets from the base port of the Patroni REST APIs and of etcd.
 const (
 	restOffset = 10

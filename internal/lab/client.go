@@ -30,9 +30,13 @@ const requestTimeout = 30 * time.Second
 type browser struct {
 	name   string
 	client *http.Client
-	// rng and wishes are touched only by the goroutine playing this user.
+	// rng, wishes and lost are touched only by the goroutine playing this
+	// user.
 	rng    *rand.Rand
 	wishes map[int]int // item id → adds the app acknowledged
+	// lost: item id → acknowledged adds a page said may have been lost in
+	// a failover; the user no longer expects to see them.
+	lost map[int]int
 }
 
 func newBrowser(name string, seed uint64) *browser {
@@ -47,6 +51,7 @@ func newBrowser(name string, seed uint64) *browser {
 		// #nosec G404 -- simulated users pick items; nothing secret depends on it
 		rng:    rand.New(rand.NewPCG(seed, 7)),
 		wishes: map[int]int{},
+		lost:   map[int]int{},
 	}
 }
 
@@ -55,6 +60,7 @@ type page struct {
 	status  int
 	body    string
 	route   string // the X-Quest-Route header
+	lost    bool   // X-Quest-Lost: the page says the session's change may have been lost in a failover
 	loc     string // the Location header
 	elapsed time.Duration
 }
@@ -84,7 +90,7 @@ func (b *browser) do(ctx context.Context, method, target string, form url.Values
 		return page{}, err
 	}
 	return page{status: resp.StatusCode, body: string(raw), route: resp.Header.Get("X-Quest-Route"),
-		loc: resp.Header.Get("Location"), elapsed: time.Since(start)}, nil
+		lost: resp.Header.Get("X-Quest-Lost") != "", loc: resp.Header.Get("Location"), elapsed: time.Since(start)}, nil
 }
 
 // post sends a form and wants the redirect a successful form answers with.

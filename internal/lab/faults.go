@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -25,6 +26,18 @@ type FaultCluster interface {
 type App struct {
 	URL  string
 	Stop func()
+	// Names maps a cluster member to the name the app's router gives it,
+	// where they differ: a URL without application_name (DATABASE_URL, as
+	// quest cluster env prints it) names its node host:port/dbname.
+	Names map[string]string
+}
+
+// name is how the app's router names a member.
+func (a App) name(member string) string {
+	if n, ok := a.Names[member]; ok {
+		return n
+	}
+	return member
 }
 
 // FaultConfig describes a fault run. The apps run the causal strategy.
@@ -99,11 +112,13 @@ type FaultResult struct {
 
 // faultRun is what the scenarios of one run share.
 type faultRun struct {
-	cfg     FaultConfig
-	story   *story
-	app     App      // the instance users are sent to
-	second  App      // a second instance, while one runs
-	watcher *browser // reads the app's /lab/state and /metrics
+	cfg          FaultConfig // the plain fault run's; zero in an HA run
+	phase, think time.Duration
+	primaryURL   func() string // where acknowledged writes are looked for
+	story        *story
+	app          App      // the instance users are sent to
+	second       App      // a second instance, while one runs
+	watcher      *browser // reads the app's /lab/state and /metrics
 }
 
 // transition is how long after a fault's step reads go unattributed:
@@ -124,7 +139,7 @@ func RunFaults(ctx context.Context, cfg FaultConfig) (*FaultResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start the app: %w", err)
 	}
-	f := &faultRun{cfg: cfg, app: app, watcher: newBrowser("", 0)}
+	f := &faultRun{cfg: cfg, phase: cfg.Phase, think: cfg.Think, primaryURL: cfg.Cluster.PrimaryURL, app: app, watcher: newBrowser("", 0)}
 	defer func() { f.app.Stop() }()
 	if f.story, err = newStory(ctx, app.URL, cfg.Users); err != nil {
 		return nil, err
@@ -163,9 +178,32 @@ type step func(ctx context.Context, f *faultRun, row *FaultRow) error
 // run plays one scenario.
 func (f *faultRun) run(ctx context.Context, sc scenario) (FaultRow, error) {
 	row := FaultRow{Scenario: sc.name}
+	t, err := f.play(ctx, sc, &row)
+	if err != nil {
+		return row, err
+	}
+	row.Elapsed = t.elapsed
+	row.Requests, row.Failed, row.ReadOnly, row.Stale = t.requests, t.failed, t.readOnly, t.stalePages
+	row.Anomalies, row.StaleMisses, row.PhaseReads = t.anomalies, t.staleMisses, t.served
+	row.Notes = append(row.Notes, t.notes()...)
+	row.P50, row.P99 = percentiles(t.latencies)
+	if row.Acked, row.Lost, err = f.verifyWrites(ctx); err != nil {
+		return row, err
+	}
+	if sc.after != nil {
+		if err := sc.after(ctx, f, &row); err != nil {
+			return row, err
+		}
+	}
+	return row, nil
+}
+
+// play has the users play through a scenario's phases and steps, and
+// returns what they saw.
+func (f *faultRun) play(ctx context.Context, sc scenario, row *FaultRow) (*tally, error) {
 	phase := sc.phase
 	if phase == 0 {
-		phase = f.cfg.Phase
+		phase = f.phase
 	}
 	t := newTally("causal", 1, len(sc.steps)+1)
 	start := time.Now()
@@ -173,7 +211,7 @@ func (f *faultRun) run(ctx context.Context, sc scenario) (FaultRow, error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		f.story.play(lctx, act{think: f.cfg.Think, writerThink: 2 * f.cfg.Think, rereads: []time.Duration{0}}, t)
+		f.story.play(lctx, act{think: f.think, writerThink: 2 * f.think, rereads: []time.Duration{0}}, t)
 	}()
 	var stepErr error
 	for i, do := range sc.steps {
@@ -182,7 +220,7 @@ func (f *faultRun) run(ctx context.Context, sc scenario) (FaultRow, error) {
 		// reads are not attributed to a phase: requests already in flight
 		// when a node died still come back from it.
 		t.setPhase(-1)
-		if stepErr = do(ctx, f, &row); stepErr != nil {
+		if stepErr = do(ctx, f, row); stepErr != nil {
 			stepErr = fmt.Errorf("step %d: %w", i+1, stepErr)
 			break
 		}
@@ -195,34 +233,33 @@ func (f *faultRun) run(ctx context.Context, sc scenario) (FaultRow, error) {
 	stop()
 	<-done
 	if stepErr != nil {
-		return row, stepErr
+		return nil, stepErr
 	}
 	if err := ctx.Err(); err != nil {
-		return row, err
+		return nil, err
 	}
-	row.Elapsed = time.Since(start)
-	row.Requests, row.Failed, row.ReadOnly, row.Stale = t.requests, t.failed, t.readOnly, t.stalePages
-	row.Anomalies, row.StaleMisses, row.PhaseReads = t.anomalies, t.staleMisses, t.served
-	if t.firstAnomaly != "" {
-		row.Notes = append(row.Notes, t.firstAnomaly)
+	t.elapsed = time.Since(start)
+	return t, nil
+}
+
+// notes are what a fault row says of its tally besides the counts: the
+// first anomaly and failure, and forms of unknown outcome.
+func (t *tally) notes() []string {
+	var notes []string
+	switch len(t.firstAnomalies) {
+	case 0:
+	case 1:
+		notes = append(notes, "first anomaly: "+t.firstAnomalies[0])
+	default:
+		notes = append(notes, fmt.Sprintf("first %d anomalies: %s", len(t.firstAnomalies), strings.Join(t.firstAnomalies, "; ")))
 	}
 	if t.firstFail != "" {
-		row.Notes = append(row.Notes, t.firstFail)
+		notes = append(notes, t.firstFail)
 	}
 	if t.unknown > 0 {
-		row.Notes = append(row.Notes, fmt.Sprintf("%d forms answered that the change may have been saved (the connection broke during COMMIT)", t.unknown))
+		notes = append(notes, fmt.Sprintf("%d forms answered that the change may have been saved (the connection broke during COMMIT)", t.unknown))
 	}
-	row.P50, row.P99 = percentiles(t.latencies)
-	var err error
-	if row.Acked, row.Lost, err = f.verifyWrites(ctx); err != nil {
-		return row, err
-	}
-	if sc.after != nil {
-		if err := sc.after(ctx, f, &row); err != nil {
-			return row, err
-		}
-	}
-	return row, nil
+	return notes
 }
 
 // gauges reads the app's resource gauges.
@@ -240,11 +277,20 @@ func (f *faultRun) gauges(ctx context.Context) (Gauges, error) {
 // user's wishlist has at least the acknowledged adds of each item, and the
 // thread at least the acknowledged comments. It counts the run so far.
 func (f *faultRun) verifyWrites(ctx context.Context) (acked, lost int, err error) {
-	conn, err := pgx.Connect(ctx, f.cfg.Cluster.PrimaryURL())
+	conn, err := pgx.Connect(ctx, f.primaryURL())
 	if err != nil {
 		return 0, 0, fmt.Errorf("connect to the primary: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	// After a failover the node checked must be the new primary: a
+	// replica may lack writes the primary holds.
+	var inRecovery bool
+	if err := conn.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
+		return 0, 0, fmt.Errorf("ask the primary: %w", err)
+	}
+	if inRecovery {
+		return 0, 0, errors.New("the node checked for acknowledged writes is a replica, not the primary")
+	}
 	for _, u := range f.story.users {
 		for item, n := range u.wishes {
 			var have int
@@ -254,6 +300,9 @@ func (f *faultRun) verifyWrites(ctx context.Context) (acked, lost int, err error
 			}
 			acked += n
 			lost += max(0, n-have)
+			// The user takes in what the primary holds: a loss is counted
+			// here once, not again as an anomaly at each later read-back.
+			u.lost[item] = max(u.lost[item], n-have)
 		}
 	}
 	id, err := strconv.Atoi(strings.TrimPrefix(f.story.thread, "/forum/"))

@@ -2,14 +2,16 @@
 // stories over HTTP, as real clients would, against every routing strategy
 // under every lag setting, and the results become a table of what each
 // strategy costs and guarantees (Run). The same users play the same
-// stories while nodes and app instances fail (RunFaults), and through
-// pgpool-II for comparison (ComparePgpool). It is a client of the server
-// and pulls the local cluster's levers.
+// stories while nodes and app instances fail (RunFaults), while Patroni
+// fails over and switches over (RunFaultsHA), and through pgpool-II for
+// comparison (ComparePgpool). It is a client of the server and pulls the
+// local cluster's levers.
 //
 // Where things are: client.go is the simulated browser, story.go the two
 // stories and tally.go what is counted while they play; lab.go the lag
-// experiment, faults.go and scenarios.go the fault runs, pgpool.go and
-// bench.go the comparison; report.go writes the tables and files.
+// experiment, faults.go and scenarios.go the fault runs, faults_ha.go the
+// HA fault table, pgpool.go and bench.go the comparison; report.go writes
+// the tables and files.
 package lab
 
 import (

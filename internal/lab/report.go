@@ -241,3 +241,87 @@ func (r *FaultResult) WriteFiles(dir string) error {
 	r.Markdown(&md)
 	return writeFiles(dir, r, map[string]string{"faults.md": md.String()}, "faults.json")
 }
+
+// Markdown writes the HA fault table, what its columns mean, what the
+// replication modes cost, and which targets held.
+func (r *HAResult) Markdown(w io.Writer) {
+	fmt.Fprintln(w, "| scenario | requests | failed reads | failed writes | read-only 503 | stale pages | pages “may have been lost” | anomalies | writes acknowledged | lost | promoted after | writes back after the fault / the promotion | writes p50 / p99 before the fault | p50 | p99 | notes |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | --- |")
+	for _, row := range r.Rows {
+		promoted, back := "–", "–"
+		switch {
+		case row.Promoted > 0:
+			promoted = secs(row.Promoted)
+			back = secs(row.WritesBack) + " / " + secs(row.AfterPromotion())
+		case row.WritesBack > 0:
+			back = secs(row.WritesBack) + " / –"
+		case row.Key == RowSwitchover:
+			back = "never refused"
+		}
+		writes := "–"
+		if row.Writes > 0 {
+			writes = fmt.Sprintf("%s / %s (%d)", ms(row.WriteP50, 1), ms(row.WriteP99, 1), row.Writes)
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %s | %s | %s | %s | %s | %s |\n",
+			row.Scenario, row.Requests, row.FailedReads, row.FailedWrites, row.ReadOnly, row.Stale, row.LostPages, row.Anomalies,
+			row.Acked, row.Lost, promoted, back, writes, ms(row.P50, 1), ms(row.P99, 1), strings.Join(row.Notes, "; "))
+	}
+	fmt.Fprintf(w, "\nEach row on a Patroni cluster of three members (ttl %s), a new one per replication mode, under the causal strategy: %d simulated users add to their wishlists and re-read them, re-read a thread a writer appends to, for %s before the fault and %s after it settled; the app gets every member's URL and reads each node's role every %s. "+
+		"Failed reads: page views that failed (transport errors, 5xx, users signed out); failed writes: forms that failed otherwise than with the read-only page or the “may have been saved” page. "+
+		"Stale pages carried the staleness banner (no primary, no replica fresh enough); pages “may have been lost” said the session's change may have been lost in a failover. "+
+		"Anomalies: read-your-writes or monotonic failures on pages that said neither. Lost: the row's acknowledged writes missing on the primary after it. "+
+		"Promoted after: from the crash until the new leader took writes, as the lab's own poll of Patroni and PostgreSQL (every 50 ms) saw it. "+
+		"Writes back: from the fault until a probe writing every %s had a write acknowledged again, and that less the promotion time (negative: the app saw the new leader before the lab's poll did). "+
+		"Writes p50 / p99: the forms acknowledged in the phase before the fault (how many), on the healthy cluster.\n",
+		span(r.TTL), r.Users, span(r.Phase), span(r.Phase), span(r.PollInterval), span(probeInterval))
+	if lines := r.findings(); len(lines) > 0 {
+		fmt.Fprintln(w)
+		for _, l := range lines {
+			fmt.Fprintln(w, l)
+		}
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintln(w, "\nTargets:")
+		fmt.Fprintln(w)
+		for _, t := range r.Targets {
+			held := "held"
+			if !t.Held {
+				held = "**not held**"
+			}
+			fmt.Fprintf(w, "- %s: %s — %s\n", held, t.What, t.Measured)
+		}
+	}
+	versions := ""
+	if r.Versions != "" {
+		versions = "; " + r.Versions
+	}
+	fmt.Fprintf(w, "\nRun took %s on %s%s.\n", r.Elapsed.Round(time.Second), r.Machine, versions)
+}
+
+// findings are the lines under the HA table that compare the replication
+// modes: what the asynchronous crash lost, and what synchronous_mode costs
+// each write.
+func (r *HAResult) findings() []string {
+	var out []string
+	var latency []string
+	for _, row := range r.Rows {
+		if row.Key == RowCrash {
+			out = append(out, fmt.Sprintf("Asynchronous replication: the crash lost %d of the row's %d acknowledged writes; %d pages and %d form answers said a change may have been lost.",
+				row.Lost, row.Acked, row.LostPages, row.LostForms))
+		}
+		if (row.Key == RowCrash || row.Key == RowCrashSync) && row.Writes > 0 {
+			latency = append(latency, fmt.Sprintf("%s %s / %s", replication(row.Sync), ms(row.WriteP50, 1), ms(row.WriteP99, 1)))
+		}
+	}
+	if len(latency) > 0 {
+		out = append(out, "Writes on the healthy cluster, p50 / p99 (the form's whole request): "+strings.Join(latency, "; ")+".")
+	}
+	return out
+}
+
+// WriteFiles writes faults-ha.md and faults-ha.json into dir.
+func (r *HAResult) WriteFiles(dir string) error {
+	var md strings.Builder
+	r.Markdown(&md)
+	return writeFiles(dir, r, map[string]string{"faults-ha.md": md.String()}, "faults-ha.json")
+}

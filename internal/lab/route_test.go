@@ -19,6 +19,12 @@ func TestParseRoute(t *testing.T) {
 		}},
 		{"replica1:stale:causal:x", []routeEntry{{node: "replica1", reason: "stale", strategy: "causal"}}},
 		{"garbage,replica1:random", []routeEntry{{node: "replica1", reason: "random"}}},
+		// A node named by its URL, which set no application_name.
+		{"127.0.0.1:5432/quest:waited:causal:0.8ms,primary:primary-only:causal", []routeEntry{
+			{node: "127.0.0.1:5432/quest", reason: "waited", strategy: "causal", wait: 800 * time.Microsecond},
+			{node: "primary", reason: "primary-only", strategy: "causal"},
+		}},
+		{"127.0.0.1:5432/quest:stale:causal", []routeEntry{{node: "127.0.0.1:5432/quest", reason: "stale", strategy: "causal"}}},
 	} {
 		if got := parseRoute(tc.route); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("parseRoute(%q) = %+v, want %+v", tc.route, got, tc.want)

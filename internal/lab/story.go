@@ -127,7 +127,8 @@ func (s *story) addAndReadBack(ctx context.Context, a act, t *tally, i int, u *b
 			}
 			t.response(u, p, err, true)
 			if err == nil && p.status == http.StatusOK {
-				t.readBack(r.index, p, wishCount(p.body, r.item), r.wants)
+				t.readBack(r.index, p, wishCount(p.body, r.item), r.wants, "")
+				u.acceptLoss(p)
 			}
 		}
 		pending = keep
@@ -145,6 +146,12 @@ func (s *story) addAndReadBack(ctx context.Context, a act, t *tally, i int, u *b
 		}
 		t.response(u, p, err, false)
 		added := err == nil && p.status == http.StatusSeeOther
+		// A form's answer is a redirect, which a browser follows without
+		// showing it: a "may have been lost" there reaches no one.
+		after := ""
+		if err == nil && p.lost {
+			after = " (the form's redirect before it said a change may have been lost; the page did not)"
+		}
 		if added {
 			u.wishes[item]++
 		}
@@ -157,13 +164,17 @@ func (s *story) addAndReadBack(ctx context.Context, a act, t *tally, i int, u *b
 		}
 		t.response(u, p, err, true)
 		if added && err == nil && p.status == http.StatusOK {
-			t.readBack(0, p, wishCount(p.body, item), u.wishes[item])
+			wants := u.wishes[item] - u.lost[item]
+			t.readBack(0, p, wishCount(p.body, item), wants, after)
 			for k, d := range a.rereads[1:] {
 				// A re-read due after the drain is never made.
 				if a.end.IsZero() || at.Add(d).Before(a.end.Add(latest)) {
-					pending = append(pending, reread{due: at.Add(d), index: k + 1, item: item, wants: u.wishes[item]})
+					pending = append(pending, reread{due: at.Add(d), index: k + 1, item: item, wants: wants})
 				}
 			}
+		}
+		if err == nil && p.status == http.StatusOK {
+			u.acceptLoss(p)
 		}
 		sleep(ctx, a.think)
 	}
@@ -186,6 +197,11 @@ func (s *story) followThread(ctx context.Context, a act, t *tally, i int, u *bro
 			}
 			t.monotonic(p, have, seen)
 			seen = max(seen, have)
+			if p.lost && !pageStale(p) {
+				// The primary said comments this reader saw may have been
+				// lost in a failover: what it shows is the thread now.
+				seen = have
+			}
 		}
 		sleep(ctx, a.think)
 	}
@@ -203,5 +219,21 @@ func (s *story) comment(ctx context.Context, a act, t *tally) {
 			s.comments.Add(1)
 		}
 		sleep(ctx, a.writerThink)
+	}
+}
+
+// acceptLoss takes in a wishlist page that said the user's change may
+// have been lost in a failover: from then on the user expects what the
+// page shows, not every add the app acknowledged (wishes keeps those, for
+// the check against the primary). A page that was also served possibly
+// stale (no primary yet) may lack adds that are not lost, so only a page
+// from the primary counts; the router sends the session's reads there
+// until one has.
+func (u *browser) acceptLoss(p page) {
+	if !p.lost || pageStale(p) {
+		return
+	}
+	for item, n := range u.wishes {
+		u.lost[item] = max(0, n-wishCount(p.body, item))
 	}
 }

@@ -12,30 +12,37 @@ import (
 // tally counts what the users saw while the story played. A lab cell and
 // a fault row are two readings of it.
 type tally struct {
-	strategy string // the app's strategy: reads of another (session lookups) are not its decisions
+	strategy string        // the app's strategy: reads of another (session lookups) are not its decisions
+	elapsed  time.Duration // how long the story played (a fault scenario's)
 
 	mu         sync.Mutex
 	requests   int
 	failed     int // transport errors, 5xx other than the read-only page, page views sent to sign in
+	failedGets int // … of them page views (reads)
 	readOnly   int // forms answered 503 "read-only right now"
 	unknown    int // forms answered 503 "may have been saved": the connection broke during COMMIT
 	firstFail  string
 	latencies  []time.Duration
 	stalePages int // pages with a read served possibly stale (the banner)
+	lostPages  int // pages saying the session's change may have been lost in a failover
+	lostForms  int // form answers (redirects, which browsers follow without showing) saying so
 	// The strategy's read decisions.
 	reads, primaryReads, staleReads, waited int
 	waitTotal                               time.Duration
 	streaks                                 int // runs of 3+ page views served only by the primary
 	streak                                  map[*browser]int
-	// Reads by node in each phase of a fault scenario; phase -1: not counted.
+	// Reads by node, and the latencies of acknowledged forms (writes), in
+	// each phase of a fault scenario; phase -1: not counted.
 	phase  int
 	served []map[string]int
+	writes [][]time.Duration
 	// Read-your-writes checks by re-read, monotonic checks, and failures.
 	rywChecks, rywFailures   []int
 	monoChecks, monoFailures int
-	// Failed checks on pages served as fresh, and on bannered pages.
-	anomalies, staleMisses int
-	firstAnomaly           string
+	// Failed checks on pages served as fresh, on pages with the staleness
+	// banner, and on pages saying a change may have been lost.
+	anomalies, staleMisses, lostMisses int
+	firstAnomalies                     []string // the first few, to say what went wrong
 }
 
 func newTally(strategy string, rereads, phases int) *tally {
@@ -44,6 +51,7 @@ func newTally(strategy string, rereads, phases int) *tally {
 	for range phases {
 		t.served = append(t.served, map[string]int{})
 	}
+	t.writes = make([][]time.Duration, phases)
 	return t
 }
 
@@ -53,10 +61,13 @@ var (
 	titleRE    = regexp.MustCompile(`<h1>([^<]*)</h1>`)
 )
 
-// fail counts a failed request, keeping the first one's description.
-// Called with t.mu held.
-func (t *tally) fail(what string) {
+// fail counts a failed request, keeping the first one's description;
+// isPage says it was a page view. Called with t.mu held.
+func (t *tally) fail(what string, isPage bool) {
 	t.failed++
+	if isPage {
+		t.failedGets++
+	}
 	if t.firstFail == "" {
 		t.firstFail = "first failure: " + what
 	}
@@ -68,7 +79,7 @@ func (t *tally) response(u *browser, p page, err error, isPage bool) {
 	defer t.mu.Unlock()
 	t.requests++
 	if err != nil {
-		t.fail(err.Error())
+		t.fail(err.Error(), isPage)
 		return
 	}
 	switch {
@@ -81,11 +92,19 @@ func (t *tally) response(u *browser, p page, err error, isPage bool) {
 		if m := titleRE.FindStringSubmatch(p.body); m != nil {
 			title = " " + m[1]
 		}
-		t.fail(fmt.Sprintf("%d%s", p.status, title))
+		t.fail(fmt.Sprintf("%d%s", p.status, title), isPage)
 	case isPage && p.status == http.StatusSeeOther && strings.HasPrefix(p.loc, "/login"):
-		t.fail("signed out") // the session was lost
+		t.fail("signed out", isPage) // the session was lost
+	case !isPage && p.status == http.StatusSeeOther && !strings.HasPrefix(p.loc, "/login") && t.phase >= 0 && t.phase < len(t.writes):
+		t.writes[t.phase] = append(t.writes[t.phase], p.elapsed) // a form the app took
 	}
 	t.latencies = append(t.latencies, p.elapsed)
+	switch {
+	case p.lost && isPage:
+		t.lostPages++
+	case p.lost:
+		t.lostForms++
+	}
 	onlyPrimary, decided, stale := true, false, false
 	for _, e := range parseRoute(p.route) {
 		if t.phase >= 0 && t.phase < len(t.served) {
@@ -126,14 +145,14 @@ func (t *tally) response(u *browser, p page, err error, isPage bool) {
 }
 
 // readBack records a read-your-writes check: the wishlist page showed have
-// of the wants acknowledged adds.
-func (t *tally) readBack(index int, p page, have, wants int) {
+// of the wants acknowledged adds. context, if any, says more of a failure.
+func (t *tally) readBack(index int, p page, have, wants int, context string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.rywChecks[index]++
 	if have < wants {
 		t.rywFailures[index]++
-		t.anomaly(p, fmt.Sprintf("wishlist showed %d of %d adds", have, wants))
+		t.anomaly(p, fmt.Sprintf("wishlist showed %d of %d adds%s", have, wants, context))
 	}
 }
 
@@ -149,16 +168,24 @@ func (t *tally) monotonic(p page, have, seen int) {
 	}
 }
 
-// anomaly sorts a failed check: a page that carried the staleness banner
-// (the primary down, no replica fresh enough) announced it. For the first
+// maxAnomalies is how many anomalies a tally describes.
+const maxAnomalies = 3
+
+// anomaly sorts a failed check: a page that said the session's change may
+// have been lost in a failover, or that carried the staleness banner (the
+// primary down, no replica fresh enough), announced it. For the first
 // other one the route is kept, to say which node and reason served it.
 func (t *tally) anomaly(p page, what string) {
+	if p.lost {
+		t.lostMisses++
+		return
+	}
 	if pageStale(p) {
 		t.staleMisses++
 		return
 	}
-	if t.anomalies == 0 {
-		t.firstAnomaly = fmt.Sprintf("first anomaly: %s, served by %s", what, p.route)
+	if len(t.firstAnomalies) < maxAnomalies {
+		t.firstAnomalies = append(t.firstAnomalies, fmt.Sprintf("%s, served by %s", what, p.route))
 	}
 	t.anomalies++
 }

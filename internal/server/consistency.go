@@ -110,6 +110,12 @@ func (w *consistencyWriter) finishHeaders() {
 	if w.trace.Stale() {
 		h.Set("X-Quest-Stale", "1")
 	}
+	// The "may have been lost in a failover" banner, for clients that
+	// read headers rather than pages (the lab counts these apart from
+	// anomalies).
+	if w.trace.Lost() {
+		h.Set("X-Quest-Lost", "1")
+	}
 	if w.st.Changed() {
 		// #nosec G124 -- HttpOnly, SameSite=Lax; Secure when served over TLS (--secure-cookies)
 		http.SetCookie(w.ResponseWriter, &http.Cookie{
