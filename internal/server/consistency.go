@@ -79,7 +79,7 @@ func (s *Server) consistency(next http.Handler) http.Handler {
 		next.ServeHTTP(cw, r.WithContext(ctx))
 		if !cw.wroteHeader && !cw.sealed {
 			// Nothing written: the server sends 200 with these headers.
-			cw.finishHeaders()
+			cw.finishHeaders(http.StatusOK)
 		}
 	})
 }
@@ -97,7 +97,7 @@ type consistencyWriter struct {
 	sealed bool
 }
 
-func (w *consistencyWriter) finishHeaders() {
+func (w *consistencyWriter) finishHeaders(code int) {
 	h := w.Header()
 	served := w.trace.ServedBy()
 	if served == "" {
@@ -115,6 +115,12 @@ func (w *consistencyWriter) finishHeaders() {
 	// anomalies).
 	if w.trace.Lost() {
 		h.Set("X-Quest-Lost", "1")
+		if code >= 300 && code < 400 {
+			// A form's own reads settle a lost position on the new
+			// primary, and its answer is a redirect no browser shows:
+			// the page it leads to must still tell (see render).
+			w.s.carryLost(w.ResponseWriter)
+		}
 	}
 	if w.st.Changed() {
 		// #nosec G124 -- HttpOnly, SameSite=Lax; Secure when served over TLS (--secure-cookies)
@@ -135,7 +141,7 @@ func (w *consistencyWriter) WriteHeader(code int) {
 		return
 	}
 	w.wroteHeader = true
-	w.finishHeaders()
+	w.finishHeaders(code)
 	w.ResponseWriter.WriteHeader(code)
 }
 

@@ -29,3 +29,25 @@ func (s *Server) takeFlash(w http.ResponseWriter, r *http.Request) string {
 	}
 	return string(msg)
 }
+
+// lostCookie carries "a change may have been lost in a failover" from a
+// response the browser does not show (a form's redirect) to the page it
+// shows next. It holds no data: forging it only shows oneself the banner.
+const lostCookie = "quest_lost"
+
+// carryLost makes the next rendered page say a change may have been lost.
+func (s *Server) carryLost(w http.ResponseWriter) {
+	// #nosec G124 -- HttpOnly, SameSite=Lax; Secure when served over TLS (--secure-cookies)
+	http.SetCookie(w, &http.Cookie{Name: lostCookie, Value: "1", Path: "/", MaxAge: 120,
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+}
+
+// takeLost reports whether a loss was carried to this page, and clears it.
+func (s *Server) takeLost(w http.ResponseWriter, r *http.Request) bool {
+	if _, err := r.Cookie(lostCookie); err != nil {
+		return false
+	}
+	// #nosec G124 -- deletes the cookie above
+	http.SetCookie(w, &http.Cookie{Name: lostCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+	return true
+}

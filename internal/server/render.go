@@ -60,6 +60,10 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 	trace := dbrouter.TraceFrom(r.Context())
 	strategy := s.router.StrategyFor(r.Context())
 	v := view{User: currentUser(r), Flash: s.takeFlash(w, r), Strategy: strategy.String(), Data: data, Stale: trace.Stale(), Lost: trace.Lost()}
+	if s.takeLost(w, r) && !v.Lost {
+		v.Lost = true // told on a form's redirect, which the browser did not show
+		w.Header().Set("X-Quest-Lost", "1")
+	}
 	if e, ok := data.(errorPage); ok && e.Outage {
 		v.Outage = true
 	}
