@@ -175,7 +175,7 @@ func (d *discovery) history(ctx context.Context) (map[uint32]uint64, error) {
 func parsePatroniHistory(body []byte) (map[uint32]uint64, error) {
 	var rows [][]json.RawMessage
 	if err := json.Unmarshal(body, &rows); err != nil {
-		return nil, fmt.Errorf("Patroni's history: %w", err)
+		return nil, fmt.Errorf("the history Patroni gave: %w", err)
 	}
 	ends := map[uint32]uint64{}
 	for _, row := range rows {
@@ -250,7 +250,7 @@ func (d *discovery) round(ctx context.Context) {
 		return
 	}
 	if err == nil && len(ms) == 0 {
-		err = errors.New("Patroni lists no members")
+		err = errors.New("the Patroni cluster lists no members")
 	}
 	if err != nil {
 		// Keep the nodes as they are: routing goes on from their own answers.
