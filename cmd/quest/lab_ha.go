@@ -81,28 +81,18 @@ func (e environment) labFaultsHA(ctx context.Context, o haOptions) error {
 		}
 		return c, down, nil
 	}
-	// The app is given every member's URL, as quest cluster env prints
-	// them; its router reads each node's role on every poll, so it follows
-	// a promotion by itself.
+	// The app is configured as quest cluster env's lines configure serve:
+	// every member's URL, and Patroni's REST APIs, from which its router
+	// discovers the members (named as Patroni names them) and the
+	// timelines' switch points; it reads each node's role on every poll,
+	// so it follows a promotion by itself.
 	cfg.StartApp = func(ctx context.Context, hc lab.HACluster) (lab.App, error) {
 		c, ok := hc.(*cluster.Cluster)
 		if !ok {
 			return lab.App{}, fmt.Errorf("not a local cluster: %T", hc)
 		}
-		a, err := labApp(startInProcess(ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(),
-			MaxLag: 2 * time.Second, PollInterval: haPollInterval}, c))
-		if err != nil {
-			return a, err
-		}
-		// DATABASE_URL names no application_name: the router calls that
-		// node host:port/dbname, also once it is a replica.
-		leader, err := dbrouter.NodeName(c.PrimaryURL())
-		if err != nil {
-			a.Stop()
-			return lab.App{}, err
-		}
-		a.Names = map[string]string{c.Nodes()[0].Name: leader}
-		return a, nil
+		return labApp(startInProcess(ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(),
+			PatroniURLs: c.PatroniURLs(), MaxLag: 2 * time.Second, PollInterval: haPollInterval}, c))
 	}
 	fmt.Fprintf(e.stderr, "faults-ha: rows %s, %d users, clusters in %s, results into %s\n", strings.Join(rows, ", "), o.users, o.dir, o.out)
 	res, err := lab.RunFaultsHA(ctx, cfg)

@@ -266,7 +266,7 @@ func (r *HAResult) Markdown(w io.Writer) {
 			row.Scenario, row.Requests, row.FailedReads, row.FailedWrites, row.ReadOnly, row.Stale, row.LostPages, row.Anomalies,
 			row.Acked, row.Lost, promoted, back, writes, ms(row.P50, 1), ms(row.P99, 1), strings.Join(row.Notes, "; "))
 	}
-	fmt.Fprintf(w, "\nEach row on a Patroni cluster of three members (ttl %s), a new one per replication mode, under the causal strategy: %d simulated users add to their wishlists and re-read them, re-read a thread a writer appends to, for %s before the fault and %s after it settled; the app gets every member's URL and reads each node's role every %s. "+
+	fmt.Fprintf(w, "\nEach row on a Patroni cluster of three members (ttl %s), a new one per replication mode, under the causal strategy: %d simulated users add to their wishlists and re-read them, re-read a thread a writer appends to, for %s before the fault and %s after it settled; the app gets every member's URL and Patroni's REST APIs (it discovers the members there), and reads each node's role every %s. "+
 		"Failed reads: page views that failed (transport errors, 5xx, users signed out); failed writes: forms that failed otherwise than with the read-only page or the “may have been saved” page. "+
 		"Stale pages carried the staleness banner (no primary, no replica fresh enough); pages “may have been lost” said the session's change may have been lost in a failover. "+
 		"Anomalies: read-your-writes or monotonic failures on pages that said neither. Lost: the row's acknowledged writes missing on the primary after it. "+
