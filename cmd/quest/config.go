@@ -46,6 +46,7 @@ type config struct {
 	MaxLag       time.Duration
 	MaxLagMB     int64
 	LoginLimit   int
+	SignupLimit  int
 	Secure       bool
 
 	groups                                           flagGroup
@@ -93,7 +94,8 @@ func (e environment) addFlags(fs *flag.FlagSet, cfg *config, groups flagGroup) {
 		fs.DurationVar(&cfg.MaxLag, "max-lag", 30*time.Second, "a replica further behind than this gets no reads")
 		fs.Int64Var(&cfg.MaxLagMB, "max-lag-mb", 64, "a replica further behind than this many MB gets no reads")
 		fs.StringVar(&cfg.flagPatroni, "patroni-url", "", "comma-separated Patroni REST API URLs, any member's (default $QUEST_PATRONI_URL):\nthe nodes are then Patroni's members, followed as they come and go")
-		fs.IntVar(&cfg.LoginLimit, "login-limit", 30, "sign-in attempts per minute from one address")
+		fs.IntVar(&cfg.LoginLimit, "login-limit", 30, "failed sign-in attempts per minute from one address")
+		fs.IntVar(&cfg.SignupLimit, "signup-limit", 20, "new accounts per hour from one address")
 		fs.BoolVar(&cfg.Secure, "secure-cookies", e.getenv("QUEST_SECURE_COOKIES") == "true", "mark cookies Secure (behind TLS; $QUEST_SECURE_COOKIES=true)")
 	}
 }
@@ -107,8 +109,8 @@ func (e environment) resolve(cfg *config) error {
 			return err
 		}
 		cfg.Strategy = s
-		if cfg.TimedDelay <= 0 || cfg.PollInterval <= 0 || cfg.MaxLag <= 0 || cfg.MaxLagMB <= 0 || cfg.LoginLimit <= 0 {
-			return fmt.Errorf("--timed-delay, --poll-interval, --max-lag, --max-lag-mb and --login-limit must be positive")
+		if cfg.TimedDelay <= 0 || cfg.PollInterval <= 0 || cfg.MaxLag <= 0 || cfg.MaxLagMB <= 0 || cfg.LoginLimit <= 0 || cfg.SignupLimit <= 0 {
+			return fmt.Errorf("--timed-delay, --poll-interval, --max-lag, --max-lag-mb, --login-limit and --signup-limit must be positive")
 		}
 	}
 	if cfg.groups&serveFlags != 0 {

@@ -41,7 +41,7 @@ func (e environment) lab(ctx context.Context, args []string) error {
 	var qc config
 	e.addFlags(fs, &qc, dirFlag) // the local cluster whose lag levers the lab pulls
 	dir := &qc.StateDir
-	appURL := fs.String("url", "", "drive a running Quest at this URL instead of starting one in-process (it must use the same cluster, and --login-limit high)")
+	appURL := fs.String("url", "", "drive a running Quest at this URL instead of starting one in-process (it must use the same cluster, and --login-limit and --signup-limit high)")
 	adminPassword := fs.String("admin-password", "", "with --url: the admin's password, to switch strategies (default: the state dir's admin-password)")
 	quick := fs.Bool("quick", false, "a shorter run (under a minute): two lag settings, short cells")
 	users := fs.Int("users", 8, "simulated users")
@@ -274,7 +274,7 @@ func startInProcess(ctx context.Context, rc dbrouter.Config, levers server.Lever
 	}
 	key := make([]byte, 32)
 	copy(key, "quest lab in-process session key")
-	a, err := app.New(ctx, app.Config{Router: rc, SessionKey: key, Levers: levers, LoginsPerMinutePerAddr: 1 << 20})
+	a, err := app.New(ctx, app.Config{Router: rc, SessionKey: key, Levers: levers, LoginsPerMinutePerAddr: 1 << 20, SignupsPerHourPerAddr: 1 << 20})
 	if err != nil {
 		return nil, fmt.Errorf("start the lab's app: %w", err)
 	}

@@ -54,6 +54,7 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		SessionKey:             key,
 		Secure:                 cfg.Secure,
 		LoginsPerMinutePerAddr: cfg.LoginLimit,
+		SignupsPerHourPerAddr:  cfg.SignupLimit,
 	}
 	if cfg.FromCluster != "" {
 		if c, err := cluster.Open(cfg.FromCluster); err == nil {

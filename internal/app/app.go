@@ -27,9 +27,12 @@ type Config struct {
 	Router     dbrouter.Config
 	SessionKey []byte // signs cookies; at least 32 bytes
 	Secure     bool   // cookies marked Secure (served over TLS)
-	// LoginsPerMinutePerAddr limits sign-in attempts from one address;
-	// 0 means the server's default.
+	// LoginsPerMinutePerAddr limits failed sign-in attempts from one
+	// address; 0 means the server's default.
 	LoginsPerMinutePerAddr int
+	// SignupsPerHourPerAddr limits the accounts made from one address;
+	// 0 means the server's default.
+	SignupsPerHourPerAddr int
 	// Levers, when the app manages the local cluster, let admins pull
 	// replication levers from /lab.
 	Levers server.Levers
@@ -75,6 +78,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		SessionKey:             cfg.SessionKey,
 		Secure:                 cfg.Secure,
 		LoginsPerMinutePerAddr: cfg.LoginsPerMinutePerAddr,
+		SignupsPerHourPerAddr:  cfg.SignupsPerHourPerAddr,
 		Levers:                 cfg.Levers,
 		HA:                     cfg.HA,
 		PatroniMembers:         cfg.PatroniMembers,

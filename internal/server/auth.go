@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -15,7 +16,11 @@ import (
 	"quest/internal/store"
 )
 
+// usernameRE is the rule every username follows (the users table checks
+// it too); usernameRule says it to someone signing in.
 var usernameRE = regexp.MustCompile(`^[a-z0-9_]{3,32}$`)
+
+const usernameRule = "Usernames are 3–32 lowercase letters, digits or underscores."
 
 // dummyHash is compared against when a username does not exist, so a
 // sign-in takes as long whether or not the account exists. It is made on
@@ -59,6 +64,12 @@ func (s *Server) handleSignupPost(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusUnprocessableEntity, "signup.html", authPage{Form: f})
 		return
 	}
+	// Counted once the form is valid, before the bcrypt and the row it
+	// costs.
+	if !s.signups.admit(addrKey(r), time.Now()) {
+		s.serverError(w, r, problem(http.StatusTooManyRequests, "Too many new accounts from your address for now. Try again in a few minutes."))
+		return
+	}
 	hash, err := HashPassword(password)
 	if err != nil {
 		s.serverError(w, r, err)
@@ -94,9 +105,30 @@ func (s *Server) handleLoginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	next := safeNext(f.Get("next"))
 	username := strings.ToLower(strings.TrimSpace(f.Get("username")))
-	if !s.logins.allow(username, clientAddr(r)) {
+	if !usernameRE.MatchString(username) {
+		// No account has such a name, so no database read, no bcrypt and
+		// no limiter entry: a 60 KB "username" leaves nothing behind.
+		f.fail("username", usernameRule)
+		f.Values.Del("password")
+		s.render(w, r, http.StatusUnprocessableEntity, "login.html", authPage{Form: f, Next: next})
+		return
+	}
+	addr := addrKey(r)
+	wait, ok := s.logins.admit(username, addr, time.Now())
+	if !ok {
 		s.serverError(w, r, errRateLimited)
 		return
+	}
+	if wait > 0 {
+		// The account is under attack: slow every attempt on it down,
+		// its owner's too, rather than refuse them.
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return // the client left: there is no one to answer
+		}
 	}
 	u, err := s.store.UserByUsername(r.Context(), username)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -108,11 +140,13 @@ func (s *Server) handleLoginPost(w http.ResponseWriter, r *http.Request) {
 		hash = []byte(u.PasswordHash)
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(f.Get("password"))) != nil || err != nil {
+		s.logins.failed(username, time.Now())
 		f.fail("password", "Wrong username or password.")
 		f.Values.Del("password")
 		s.render(w, r, http.StatusUnauthorized, "login.html", authPage{Form: f, Next: next})
 		return
 	}
+	s.logins.succeeded(username, addr, time.Now())
 	if err := s.signIn(r.Context(), u); err != nil {
 		s.serverError(w, r, err)
 		return
@@ -137,6 +171,12 @@ func (s *Server) signIn(ctx context.Context, u store.User) error {
 }
 
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	if currentUser(r) == nil {
+		// Nobody to sign out. Renewing the token would store a fresh
+		// session row on the primary for every anonymous request.
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
 	ctx := r.Context()
 	if err := s.sessions.RenewToken(ctx); err != nil {
 		s.serverError(w, r, err)

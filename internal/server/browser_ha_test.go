@@ -82,7 +82,7 @@ func TestBrowserHAFailover(t *testing.T) {
 	}
 	cfg := app.Config{
 		Router:     dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: dbrouter.Causal, PollInterval: 50 * time.Millisecond},
-		SessionKey: testKey, LoginsPerMinutePerAddr: 10000,
+		SessionKey: testKey, LoginsPerMinutePerAddr: 10000, SignupsPerHourPerAddr: 10000,
 	}
 	cfg.ManageCluster(c)
 	a, err := app.New(ctx, cfg)

@@ -48,7 +48,7 @@ func TestALostAddIsToldAfterTheNextForm(t *testing.T) {
 	}
 	a, err := app.New(ctx, app.Config{
 		Router:     dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: dbrouter.Causal, PollInterval: 50 * time.Millisecond},
-		SessionKey: testKey, LoginsPerMinutePerAddr: 10000,
+		SessionKey: testKey, LoginsPerMinutePerAddr: 10000, SignupsPerHourPerAddr: 10000,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -30,9 +30,12 @@ type Config struct {
 	SessionKey []byte // signs cookies; at least 32 bytes
 	// Secure marks cookies Secure: set it when Quest is served over TLS.
 	Secure bool
-	// LoginsPerMinutePerAddr limits sign-in attempts from one address;
-	// default 30. The lab and tests, all on 127.0.0.1, raise it.
+	// LoginsPerMinutePerAddr limits failed sign-in attempts from one
+	// address; default 30. The lab and tests, all on 127.0.0.1, raise it.
 	LoginsPerMinutePerAddr int
+	// SignupsPerHourPerAddr limits the accounts made from one address;
+	// default 20. The lab and tests raise it too.
+	SignupsPerHourPerAddr int
 	// Levers, when the app manages the local cluster, let admins pause,
 	// delay, stop and start replicas from /lab.
 	Levers Levers
@@ -57,6 +60,7 @@ type Server struct {
 	sessions *scs.SessionManager
 	pages    map[string]*template.Template
 	logins   *loginLimiter
+	signups  *signupLimiter
 	handler  http.Handler
 
 	crossOrigin *http.CrossOriginProtection
@@ -102,6 +106,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LoginsPerMinutePerAddr <= 0 {
 		cfg.LoginsPerMinutePerAddr = 30
 	}
+	if cfg.SignupsPerHourPerAddr <= 0 {
+		cfg.SignupsPerHourPerAddr = 20
+	}
 	pages, err := parsePages(templates.FS)
 	if err != nil {
 		return nil, err
@@ -113,9 +120,12 @@ func New(cfg Config) (*Server, error) {
 		key:    cfg.SessionKey,
 		secure: cfg.Secure,
 		pages:  pages,
-		logins: newLoginLimiter(5, cfg.LoginsPerMinutePerAddr),
-		levers: cfg.Levers,
-		ha:     cfg.HA,
+		// 5 failed sign-ins a minute for one account from one address;
+		// past 5 a minute for one account from anywhere, a backoff.
+		logins:  newLoginLimiter(5, cfg.LoginsPerMinutePerAddr, 5),
+		signups: newSignupLimiter(cfg.SignupsPerHourPerAddr),
+		levers:  cfg.Levers,
+		ha:      cfg.HA,
 
 		defaultStrategy: cfg.Router.Strategy(),
 	}
@@ -140,8 +150,9 @@ func New(cfg Config) (*Server, error) {
 	s.ops.init()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.backgroundCtx, s.stopBackground = ctx, cancel
-	s.background.Add(2)
+	s.background.Add(3)
 	go s.cleanSessions(ctx, 10*time.Minute)
+	go s.pruneLimits(ctx, 30*time.Second)
 	go s.sampleHistory(ctx)
 	if cfg.PatroniMembers != nil {
 		s.background.Add(1)

@@ -52,7 +52,7 @@ func startApp(t *testing.T, s dbrouter.Strategy, levers server.Levers, tweaks ..
 	c := testcluster.Get(t)
 	cfg := app.Config{
 		Router:     dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: s, PollInterval: 50 * time.Millisecond},
-		SessionKey: testKey, LoginsPerMinutePerAddr: 10000, Levers: levers,
+		SessionKey: testKey, LoginsPerMinutePerAddr: 10000, SignupsPerHourPerAddr: 10000, Levers: levers,
 	}
 	for _, tweak := range tweaks {
 		tweak(&cfg)

@@ -1,0 +1,194 @@
+package server_test
+
+// The hostile-input suite, its accounts half (issue 15): what a stranger
+// can do to sign-in, to sessions and to the names other users read. Each
+// test drives the real app on the package's cluster.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"quest/internal/app"
+	"quest/internal/dbrouter"
+)
+
+// asServed keeps only the cluster and the key of an app's configuration:
+// the sign-in and sign-up limits are then the defaults `quest serve`
+// starts with, which startApp raises for the rest of the suite.
+func asServed(cfg *app.Config) { *cfg = app.Config{Router: cfg.Router, SessionKey: cfg.SessionKey} }
+
+// clientFrom is a client whose connections come from ip, a loopback
+// address other than 127.0.0.1 (Linux routes all of 127/8 to lo): a
+// visitor from another address.
+func (a *testApp) clientFrom(t *testing.T, ip string) *client {
+	t.Helper()
+	c := a.client(t)
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	tr := &http.Transport{DialContext: d.DialContext}
+	t.Cleanup(tr.CloseIdleConnections)
+	c.http.Transport = tr
+	return c
+}
+
+// count runs a count(*) query on the primary, on a connection of its own.
+func (a *testApp) count(t *testing.T, query string, args ...any) int {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, a.c.PrimaryURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestLoginFloodHoldsNoMemory (15.1): sign-ins with 60 KB usernames, each
+// different, all but the first 30 refused by the per-address limit, used
+// to leave every username in the limiter's map. A username is validated
+// before the limiter sees it, so a flood leaves nothing behind.
+func TestLoginFloodHoldsNoMemory(t *testing.T) {
+	a := startApp(t, dbrouter.Causal, nil, asServed)
+	const n, size = 600, 60 << 10
+	heap := func() int64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	before := heap()
+	var next, bad atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := a.client(t)
+			for i := next.Add(1); i <= n; i = next.Add(1) {
+				name := fmt.Sprint(i, strings.Repeat("x", size))
+				// Not c.post: t.Fatal must not run on this goroutine.
+				status, err := c.tryPost("/login", url.Values{"username": {name}, "password": {"a guess"}})
+				if err != nil || status < 400 || status > 499 {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if bad.Load() > 0 {
+		t.Fatalf("%d of %d sign-ins with a %d KB username got no 4xx", bad.Load(), n, size>>10)
+	}
+	// What 600 such usernames weigh is 36 MB; the rest of the heap moves
+	// by a few.
+	if grown := heap() - before; grown > 8<<20 {
+		t.Fatalf("%d sign-ins with %d KB usernames left the heap %d MB larger: refused sign-ins are being kept", n, size>>10, grown>>20)
+	}
+}
+
+// TestStrangersCannotLockAnAccountOut (15.3): wrong passwords from other
+// addresses used to lock the account's owner out. The hard limit is per
+// account and address; an account under attack from many addresses is
+// slowed down, not closed.
+func TestStrangersCannotLockAnAccountOut(t *testing.T) {
+	a := startApp(t, dbrouter.Causal, nil, asServed)
+	owner := a.client(t)
+	name := owner.signup()
+	owner.post("/logout", nil)
+	guess := url.Values{"username": {name}, "password": {"a wrong guess"}}
+
+	// One stranger, one address: five tries, then 429, as before.
+	stranger := a.clientFrom(t, "127.0.0.2")
+	var got []int
+	for range 8 {
+		got = append(got, stranger.post("/login", guess).status)
+	}
+	if w := []int{401, 401, 401, 401, 401, 429, 429, 429}; !slices.Equal(got, w) {
+		t.Fatalf("8 wrong passwords from one address: %v, want %v", got, w)
+	}
+	// The owner, from their own address, still gets in.
+	if r := owner.login(name); r.status != http.StatusSeeOther {
+		t.Fatalf("the owner after a stranger's 8 wrong passwords: %d, want 303\n%s", r.status, r.body)
+	}
+	owner.post("/logout", nil)
+
+	// Strangers from more addresses: each is answered — slowed down, as
+	// the account is under attack — and none is refused.
+	var slowest time.Duration
+	for i := 3; i <= 4; i++ {
+		start := time.Now()
+		r := a.clientFrom(t, fmt.Sprintf("127.0.0.%d", i)).post("/login", guess)
+		if r.status != http.StatusUnauthorized {
+			t.Fatalf("a wrong password from 127.0.0.%d: %d, want 401", i, r.status)
+		}
+		slowest = max(slowest, time.Since(start))
+	}
+	if slowest < 200*time.Millisecond {
+		t.Fatalf("the account had 7 wrong passwords, yet the slowest answer took %s: no backoff", slowest)
+	}
+	if r := owner.login(name); r.status != http.StatusSeeOther {
+		t.Fatalf("the owner while the account is under attack: %d, want 303\n%s", r.status, r.body)
+	}
+}
+
+// TestAnonymousLogoutWritesNothing (15.4): every anonymous POST /logout
+// used to store a 7-day session row on the primary.
+func TestAnonymousLogoutWritesNothing(t *testing.T) {
+	a := newApp(t, dbrouter.Causal)
+	const sessions = `SELECT count(*) FROM sessions`
+	before := a.count(t, sessions)
+	for range 20 {
+		r := a.client(t).post("/logout", nil)
+		if r.status != http.StatusSeeOther {
+			t.Fatalf("anonymous logout: %d", r.status)
+		}
+		for _, ck := range r.header.Values("Set-Cookie") {
+			if strings.HasPrefix(ck, "quest_session=") {
+				t.Fatalf("an anonymous logout was given a session: %s", ck)
+			}
+		}
+	}
+	if after := a.count(t, sessions); after != before {
+		t.Fatalf("20 anonymous logouts: %d session rows, then %d", before, after)
+	}
+}
+
+// TestSignupIsLimitedPerAddress (15.4): sign-ups had no limit (each is a
+// bcrypt and a row on the primary); now one address makes 20 an hour.
+func TestSignupIsLimitedPerAddress(t *testing.T) {
+	a := startApp(t, dbrouter.Causal, nil, asServed)
+	prefix := fmt.Sprintf("farm%d_", time.Now().UnixNano()%1e9)
+	statuses := map[int]int{}
+	var refused response
+	for i := range 25 {
+		r := a.client(t).post("/signup", url.Values{"username": {fmt.Sprint(prefix, i)}, "display_name": {"Farmed"}, "password": {"correct horse"}})
+		statuses[r.status]++
+		if r.status == http.StatusTooManyRequests {
+			refused = r
+		}
+	}
+	if statuses[http.StatusSeeOther] != 20 || statuses[http.StatusTooManyRequests] != 5 {
+		t.Fatalf("25 sign-ups from one address: %v, want 20 × 303 and 5 × 429", statuses)
+	}
+	want(t, refused, http.StatusTooManyRequests, "Too many new accounts")
+	if n := a.count(t, `SELECT count(*) FROM users WHERE username LIKE $1`, prefix+"%"); n != 20 {
+		t.Fatalf("%d accounts stored, want the 20 accepted", n)
+	}
+	// Another address is not held back by this one.
+	a.clientFrom(t, "127.0.0.2").signup()
+}
