@@ -101,6 +101,38 @@ func TestLoginFloodHoldsNoMemory(t *testing.T) {
 	}
 }
 
+// TestSignInNeverRedirectsOffSite (15.2): the page a sign-in returns to
+// is a path on this site, whatever `next` says; browsers drop tabs and
+// newlines from a Location and read a backslash as a slash, so "/\t/host"
+// is "//host", another site.
+func TestSignInNeverRedirectsOffSite(t *testing.T) {
+	a := newApp(t, dbrouter.Causal)
+	for _, next := range []string{
+		"/\t/evil.example/phished.html",
+		"/\n/evil.example", "/\r/evil.example", "\t//evil.example",
+		"/\\evil.example", "\\\\evil.example", "/\t\\evil.example",
+		"//evil.example", "///evil.example", "https://evil.example/", "javascript:alert(1)",
+	} {
+		// The sign-in page carries next in a hidden field…
+		want(t, a.client(t).get("/login?next="+url.QueryEscape(next)), http.StatusOK, `name="next" value="/catalog"`)
+		// …and the sign-in goes where that field says. One user per case:
+		// each sign-in is an attempt on the account.
+		c := a.client(t)
+		name := c.signup()
+		r := c.post("/login", url.Values{"username": {name}, "password": {"correct horse"}, "next": {next}})
+		if loc := r.header.Get("Location"); r.status != http.StatusSeeOther || loc != "/catalog" {
+			t.Errorf("signing in with next=%q: %d to %q, want 303 to /catalog", next, r.status, loc)
+		}
+	}
+	// A path on this site is kept: the check does not send everyone home.
+	c := a.client(t)
+	name := c.signup()
+	r := c.post("/login", url.Values{"username": {name}, "password": {"correct horse"}, "next": {"/forum?page=1"}})
+	if loc := r.header.Get("Location"); loc != "/forum?page=1" {
+		t.Fatalf("signing in with next=/forum?page=1 went to %q", loc)
+	}
+}
+
 // TestStrangersCannotLockAnAccountOut (15.3): wrong passwords from other
 // addresses used to lock the account's owner out. The hard limit is per
 // account and address; an account under attack from many addresses is
