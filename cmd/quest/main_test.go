@@ -245,6 +245,41 @@ func TestSeedIsIdempotentAndKeepsTheAdminPassword(t *testing.T) {
 	if !strings.Contains(again, "already seeded") || !strings.Contains(again, "password "+pw[1]+" ") {
 		t.Fatalf("second seed printed:\n%s", again)
 	}
+	// Setting the admin's password ends the admin's sessions, and make run
+	// seeds at every start: a seed with the same password leaves the hash
+	// alone; a new password in the file is set.
+	conn, err := pgx.Connect(context.Background(), c.PrimaryURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	hash := func() (h string) {
+		if err := conn.QueryRow(context.Background(), `SELECT password_hash FROM users WHERE username = 'admin'`).Scan(&h); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	before := hash()
+	if _, _, err := quest(t, env, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	if hash() != before {
+		t.Fatal("seeding again with the same password reset the admin's password (and ended the admin's sessions)")
+	}
+	pwFile := filepath.Join(c.Dir(), "admin-password")
+	t.Cleanup(func() { // the package's other tests read the file
+		os.WriteFile(pwFile, []byte(pw[1]+"\n"), 0o600)
+		quest(t, env, "seed")
+	})
+	if err := os.WriteFile(pwFile, []byte("a-new-admin-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, err := quest(t, env, "seed"); err != nil || !strings.Contains(out, "password a-new-admin-password ") {
+		t.Fatalf("seed after the password file changed: %v\n%s", err, out)
+	}
+	if hash() == before {
+		t.Fatal("a new password in the file did not reset the admin's")
+	}
 }
 
 func TestDBShell(t *testing.T) {

@@ -58,7 +58,7 @@ func (e environment) seed(ctx context.Context, args []string) error {
 		switch {
 		case errors.Is(err, store.ErrUsernameTaken):
 			if i == 0 { // keep the admin's password in step with the file
-				if err := st.SetPassword(ctx, u.Username, hash); err != nil {
+				if err := resetPassword(ctx, st, u.Username, password, hash); err != nil {
 					return err
 				}
 			}
@@ -84,6 +84,21 @@ func (e environment) seed(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "sign in as admin with password %s (kept in %s)\n", password, pwFile)
 	return nil
+}
+
+// resetPassword sets a user's password to password (hash) unless it is
+// that already. A reset ends the user's sessions (migration 00005), and
+// `make run` seeds at every start: an admin stays signed in across
+// restarts, and is signed out when the password file changes.
+func resetPassword(ctx context.Context, st *store.Store, username, password, hash string) error {
+	u, err := st.UserByUsername(ctx, username)
+	if err != nil {
+		return fmt.Errorf("seed: %w", err)
+	}
+	if server.PasswordMatches(u.PasswordHash, password) {
+		return nil
+	}
+	return st.SetPassword(ctx, username, hash)
 }
 
 func readOrCreatePassword(path string) (string, error) {

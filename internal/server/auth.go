@@ -38,6 +38,11 @@ func HashPassword(password string) (string, error) {
 	return string(h), err
 }
 
+// PasswordMatches reports whether password is the one hash was made from.
+func PasswordMatches(hash, password string) bool {
+	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
+}
+
 type authPage struct {
 	Form *form
 	Next string

@@ -41,6 +41,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusServiceUnavailable, "The primary database is unreachable, so Quest is read-only right now. Pages still load from the replicas; try your change again in a moment."
 	case errors.Is(err, store.ErrNoDemoUsers):
 		return http.StatusConflict, "The demo data belongs to the seeded users (admin, luke, leia, han), and they are missing: run quest seed, then try again."
+	case errors.Is(err, store.ErrUserGone):
+		return http.StatusUnauthorized, "Your account no longer exists, so you have been signed out."
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, "There is nothing here — it may have been removed."
 	case errors.Is(err, errRateLimited):
@@ -58,6 +60,9 @@ func statusOf(err error) (int, string) {
 // serverError renders the error page for err, logging what is unexpected.
 func (s *Server) serverError(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := statusOf(err)
+	if errors.Is(err, store.ErrUserGone) {
+		s.endSession(r)
+	}
 	if status >= 500 && status != http.StatusServiceUnavailable {
 		s.log.ErrorContext(r.Context(), "request failed", slog.String("path", r.URL.Path), slog.Any("err", err))
 	}
@@ -72,6 +77,17 @@ func (s *Server) serverError(w http.ResponseWriter, r *http.Request, err error) 
 		page.Title = "Read-only right now"
 	}
 	s.render(w, r, status, "error.html", page)
+}
+
+// endSession signs out a session whose user no longer exists: its row is
+// deleted (the deletion of the account may not have reached the replica
+// that found it) and its cookie with the response. ErrUserGone comes only
+// from handlers behind the session middleware, which put the session in
+// the request's context.
+func (s *Server) endSession(r *http.Request) {
+	if err := s.sessions.Destroy(r.Context()); err != nil {
+		s.log.WarnContext(r.Context(), "end the session of a deleted user", slog.Any("err", err))
+	}
 }
 
 // sessionError is scs's ErrorFunc: loading or saving the session failed.

@@ -22,6 +22,8 @@ import (
 
 	"quest/internal/app"
 	"quest/internal/dbrouter"
+	"quest/internal/server"
+	"quest/internal/store"
 )
 
 // asServed keeps only the cluster and the key of an app's configuration:
@@ -40,6 +42,21 @@ func (a *testApp) clientFrom(t *testing.T, ip string) *client {
 	t.Cleanup(tr.CloseIdleConnections)
 	c.http.Transport = tr
 	return c
+}
+
+// delayReplicas holds every replica's apply an hour behind until the test
+// ends. Unlike a pause, the router keeps reading from a delayed replica
+// (it looks fresh until lag builds up): a session lookup still finds what
+// the primary has just deleted.
+func delayReplicas(t *testing.T, a *testApp) {
+	t.Helper()
+	waitReplicated(t, a)
+	for _, n := range a.router.Replicas() {
+		if err := a.c.SetDelay(context.Background(), n.Name, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.c.SetDelay(context.Background(), n.Name, 0) })
+	}
 }
 
 // count runs a count(*) query on the primary, on a connection of its own.
@@ -223,4 +240,112 @@ func TestSignupIsLimitedPerAddress(t *testing.T) {
 	}
 	// Another address is not held back by this one.
 	a.clientFrom(t, "127.0.0.2").signup()
+}
+
+// TestAdminRightsComeFromTheDatabase (15.5): an admin demoted in the
+// database used to keep switching strategies with the session that said
+// "admin". With the replicas behind, the session is still found; the
+// admin action still asks the primary.
+func TestAdminRightsComeFromTheDatabase(t *testing.T) {
+	for _, behind := range []bool{false, true} {
+		t.Run(fmt.Sprintf("replicas behind=%v", behind), func(t *testing.T) {
+			a := newApp(t, dbrouter.Causal)
+			name := fmt.Sprintf("demoted%d_%d", time.Now().UnixNano()%1e9, userSeq.Add(1))
+			hash, err := server.HashPassword("correct horse")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.store.CreateUser(context.Background(), name, "Soon Not Admin", hash, true); err != nil {
+				t.Fatal(err)
+			}
+			admin := a.client(t)
+			if r := admin.login(name); r.status != http.StatusSeeOther {
+				t.Fatalf("admin login: %d", r.status)
+			}
+			if behind {
+				delayReplicas(t, a)
+			}
+			if _, err := a.primary(t).Exec(context.Background(), `UPDATE users SET is_admin = false WHERE username = $1`, name); err != nil {
+				t.Fatal(err)
+			}
+			if behind {
+				// The scenario: the session outlived the change on the replicas.
+				want(t, admin.get("/lab"), http.StatusOK, `action="/lab/strategy"`)
+			}
+			want(t, admin.post("/lab/strategy", url.Values{"strategy": {"random"}}), http.StatusForbidden, "Only an admin")
+			if s := a.router.Strategy(); s != dbrouter.Causal {
+				t.Fatalf("a demoted admin switched the strategy to %s", s)
+			}
+		})
+	}
+}
+
+// TestPasswordResetEndsSessions (15.5): a password reset — `quest seed`
+// resets the admin's this way — used to leave the account's sessions
+// signed in, on every device.
+func TestPasswordResetEndsSessions(t *testing.T) {
+	a := newApp(t, dbrouter.Causal)
+	c := a.client(t)
+	name := c.signup()
+	other := a.client(t) // the same user on another device
+	if r := other.login(name); r.status != http.StatusSeeOther {
+		t.Fatalf("login: %d", r.status)
+	}
+	hash, err := server.HashPassword("battery staple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.New(a.router).SetPassword(context.Background(), name, hash); err != nil {
+		t.Fatal(err)
+	}
+	waitReplicated(t, a)
+	for i, dev := range []*client{c, other} {
+		if r := dev.get("/wishlist"); r.status != http.StatusSeeOther || !strings.HasPrefix(r.header.Get("Location"), "/login") {
+			t.Fatalf("device %d after the password reset: /wishlist answered %d %s, want a redirect to sign in", i+1, r.status, r.header.Get("Location"))
+		}
+	}
+	if r := c.post("/login", url.Values{"username": {name}, "password": {"battery staple"}}); r.status != http.StatusSeeOther {
+		t.Fatalf("the new password: %d", r.status)
+	}
+	want(t, c.get("/wishlist"), http.StatusOK)
+}
+
+// TestDeletedUserIsSignedOut (15.5): a session whose user was deleted got
+// a 500 on POST /forum (the thread's author no longer exists). Now the
+// deletion ends the user's sessions, and a session a replica still holds
+// is signed out at its first write.
+func TestDeletedUserIsSignedOut(t *testing.T) {
+	for _, behind := range []bool{false, true} {
+		t.Run(fmt.Sprintf("replicas behind=%v", behind), func(t *testing.T) {
+			a := newApp(t, dbrouter.Causal)
+			c := a.client(t)
+			name := c.signup()
+			want(t, c.post("/wishlist", url.Values{"item_id": {"2"}}), http.StatusSeeOther) // a row that goes with the user
+			if behind {
+				delayReplicas(t, a)
+			}
+			if _, err := a.primary(t).Exec(context.Background(), `DELETE FROM users WHERE username = $1`, name); err != nil {
+				t.Fatal(err)
+			}
+			if behind {
+				// The scenario: the session outlived the deletion on the replicas.
+				want(t, c.get("/profile"), http.StatusOK, "@"+name)
+			} else {
+				waitReplicated(t, a)
+			}
+			title := "still here? " + name
+			r := c.post("/forum", url.Values{"title": {title}, "body": {"Am I?"}})
+			if behind {
+				want(t, r, http.StatusUnauthorized, "no longer exists", "signed out")
+			} else {
+				want(t, r, http.StatusUnauthorized, "Please sign in first.")
+			}
+			if n := a.count(t, `SELECT count(*) FROM threads WHERE title = $1`, title); n != 0 {
+				t.Fatalf("%d threads stored for a deleted user", n)
+			}
+			if r := c.get("/wishlist"); r.status != http.StatusSeeOther {
+				t.Fatalf("the deleted user's session still opens /wishlist: %d", r.status)
+			}
+		})
+	}
 }

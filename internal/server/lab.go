@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"quest/internal/dbrouter"
+	"quest/internal/store"
 )
 
 // Levers pull the local cluster's lag levers; *cluster.Cluster is one.
@@ -382,11 +384,28 @@ func (s *Server) handleLabState(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(s.labState())
 }
 
-// requireAdmin refuses the lab's levers to everyone but admins.
+// requireAdmin refuses the lab's levers to everyone but admins. Whether
+// the user is an admin is asked of the primary at every admin action, not
+// of the session, which remembers it from the sign-in for 7 days: a right
+// revoked since must not linger. Admin actions are few.
 func (s *Server) requireAdmin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u := currentUser(r); u == nil || !u.IsAdmin {
-			s.serverError(w, r, problem(http.StatusForbidden, "Only an admin can change the lab's settings. Everyone can watch."))
+		refuse := problem(http.StatusForbidden, "Only an admin can change the lab's settings. Everyone can watch.")
+		u := currentUser(r)
+		if u == nil {
+			s.serverError(w, r, refuse)
+			return
+		}
+		admin, err := s.store.IsAdmin(r.Context(), u.ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			s.serverError(w, r, store.ErrUserGone)
+			return
+		case err != nil:
+			s.serverError(w, r, err)
+			return
+		case !admin:
+			s.serverError(w, r, refuse)
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/alexedwards/scs/v2"
 	"github.com/go-chi/chi/v5/middleware"
 
 	"quest/internal/dbrouter"
@@ -133,6 +134,18 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, userKey{}, u)))
 	})
+}
+
+// sessionUserID reads whose session some encoded session data is: the
+// store records it beside the data, so the database can end a user's
+// sessions. 0 is nobody's, as for data it cannot read.
+func sessionUserID(codec scs.Codec, data []byte) int64 {
+	_, values, err := codec.Decode(data)
+	if err != nil {
+		return 0
+	}
+	id, _ := values[keyUserID].(int64)
+	return id
 }
 
 // currentUser returns the signed-in user, or nil.

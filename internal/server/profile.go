@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
@@ -21,7 +22,7 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	me := currentUser(r)
 	u, err := s.store.User(r.Context(), dbrouter.Own, me.ID)
 	if err != nil {
-		s.serverError(w, r, err)
+		s.serverError(w, r, gone(err))
 		return
 	}
 	f := newForm()
@@ -42,7 +43,7 @@ func (s *Server) handleProfilePost(w http.ResponseWriter, r *http.Request) {
 	if !f.Valid() {
 		u, err := s.store.User(r.Context(), dbrouter.Own, me.ID)
 		if err != nil {
-			s.serverError(w, r, err)
+			s.serverError(w, r, gone(err))
 			return
 		}
 		s.render(w, r, http.StatusUnprocessableEntity, "profile.html", profilePage{Profile: u, Own: true, Form: f})
@@ -55,6 +56,15 @@ func (s *Server) handleProfilePost(w http.ResponseWriter, r *http.Request) {
 	}
 	s.flash(w, "Profile saved.")
 	http.Redirect(w, r, "/profile", http.StatusSeeOther)
+}
+
+// gone turns "not found" for the signed-in user's own row into
+// store.ErrUserGone: the account was deleted, so the session ends.
+func gone(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return store.ErrUserGone
+	}
+	return err
 }
 
 // handleUser shows anyone's profile, read-only, with their public

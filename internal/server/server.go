@@ -131,7 +131,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics = newMetrics(cfg.Router)
 	sm := scs.New()
-	sm.Store = cfg.Store.Sessions()
+	sm.Store = cfg.Store.Sessions(func(data []byte) int64 { return sessionUserID(sm.Codec, data) })
 	sm.Lifetime = sessionLifetime
 	sm.IdleTimeout = 0
 	sm.Cookie.Name = "quest_session"

@@ -15,12 +15,21 @@ import (
 // token, and its lookups always route causally whatever the strategy — the
 // strategies govern the wishlist and the forum, not whether a user stays
 // signed in.
+//
+// Each row records whose session it is, so the database ends a user's
+// sessions when the account is deleted or its password or admin right
+// changes (migration 00005).
 type SessionStore struct {
-	r *dbrouter.Router
+	r      *dbrouter.Router
+	userOf func(data []byte) int64
 }
 
-// Sessions returns the session store.
-func (s *Store) Sessions() *SessionStore { return &SessionStore{r: s.r} }
+// Sessions returns the session store. userOf tells whose session some
+// encoded session data is (0: nobody's, a visitor's); the HTTP layer,
+// which encodes it, knows how to read it.
+func (s *Store) Sessions(userOf func(data []byte) int64) *SessionStore {
+	return &SessionStore{r: s.r, userOf: userOf}
+}
 
 // FindCtx returns a session's data if it exists and has not expired.
 func (ss *SessionStore) FindCtx(ctx context.Context, token string) ([]byte, bool, error) {
@@ -40,13 +49,28 @@ func (ss *SessionStore) FindCtx(ctx context.Context, token string) ([]byte, bool
 	return data, found, wrap("find session", err)
 }
 
-// CommitCtx stores a session.
+// CommitCtx stores a session. It returns ErrUserGone when the session is
+// a user's whose account no longer exists (a replica behind the deletion
+// still found the session).
+//
+// A request that loaded the session before the user's sessions were ended
+// and changes it afterwards stores it again: the window is one request,
+// and only a strategy choice changes a signed-in session.
 func (ss *SessionStore) CommitCtx(ctx context.Context, token string, b []byte, expiry time.Time) error {
+	var user *int64
+	if ss.userOf != nil {
+		if id := ss.userOf(b); id != 0 {
+			user = &id
+		}
+	}
 	err := ss.r.Write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO sessions (token, data, expiry) VALUES ($1, $2, $3)
-			ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry`, token, b, expiry)
+		_, err := tx.Exec(ctx, `INSERT INTO sessions (token, data, expiry, user_id) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry, user_id = EXCLUDED.user_id`, token, b, expiry, user)
 		return err
 	})
+	if isForeignKey(err, "sessions_user_id_fkey") {
+		return ErrUserGone
+	}
 	return wrap("save session", err)
 }
 

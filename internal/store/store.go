@@ -16,7 +16,17 @@ import (
 var (
 	ErrNotFound      = errors.New("not found")
 	ErrUsernameTaken = errors.New("that username is taken")
+	// ErrUserGone is returned for a change made in the name of a user
+	// whose account no longer exists: a session a replica still held.
+	ErrUserGone = errors.New("the account no longer exists")
 )
+
+// isForeignKey reports whether err is a violation of the named foreign
+// key constraint.
+func isForeignKey(err error, constraint string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23503" && pgErr.ConstraintName == constraint
+}
 
 // User is an account.
 type User struct {
@@ -114,7 +124,8 @@ func (s *Store) CreateUser(ctx context.Context, username, displayName, passwordH
 	return u, wrap("create user", err)
 }
 
-// SetPassword replaces a user's password hash.
+// SetPassword replaces a user's password hash. It ends the user's
+// sessions, on every device: the database does it (migration 00005).
 func (s *Store) SetPassword(ctx context.Context, username, passwordHash string) error {
 	return wrap("set password", s.write(ctx, func(tx pgx.Tx) error {
 		ct, err := tx.Exec(ctx, `UPDATE users SET password_hash = $2 WHERE username = $1`, username, passwordHash)
@@ -143,6 +154,24 @@ func (s *Store) UserByUsername(ctx context.Context, username string) (User, erro
 	return u, wrap("user by name", err)
 }
 
+// IsAdmin reports whether a user is an admin now, as the primary says —
+// whatever the user's session remembers — or, with the primary down, a
+// replica. It returns ErrNotFound for a user who no longer exists.
+func (s *Store) IsAdmin(ctx context.Context, id int64) (bool, error) {
+	var admin bool
+	err := s.r.ReadWith(ctx, dbrouter.Primary, dbrouter.Own, func(b *pgx.Batch) {
+		admin = false
+		b.Queue(`SELECT is_admin FROM users WHERE id = $1`, id).QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&admin)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		})
+	})
+	return admin, wrap("is admin", err)
+}
+
 // User returns a user; intent says whether it is the signed-in user's own
 // profile or someone else's.
 func (s *Store) User(ctx context.Context, intent dbrouter.Intent, id int64) (User, error) {
@@ -156,12 +185,13 @@ func (s *Store) User(ctx context.Context, intent dbrouter.Intent, id int64) (Use
 	return u, wrap("user", err)
 }
 
-// UpdateProfile changes a user's display name and bio.
+// UpdateProfile changes a user's display name and bio; ErrUserGone when
+// the user no longer exists.
 func (s *Store) UpdateProfile(ctx context.Context, id int64, displayName, bio string) error {
 	return wrap("update profile", s.write(ctx, func(tx pgx.Tx) error {
 		ct, err := tx.Exec(ctx, `UPDATE users SET display_name = $2, bio = $3 WHERE id = $1`, id, displayName, bio)
 		if err == nil && ct.RowsAffected() == 0 {
-			return ErrNotFound
+			return ErrUserGone
 		}
 		return err
 	}))
@@ -221,8 +251,10 @@ func (s *Store) AddToWishlist(ctx context.Context, userID, itemID int64) error {
 		_, err := tx.Exec(ctx, `INSERT INTO wishlist_entries (user_id, item_id) VALUES ($1, $2)`, userID, itemID)
 		return err
 	})
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23503" { // no such item
+	switch {
+	case isForeignKey(err, "wishlist_entries_user_id_fkey"):
+		return ErrUserGone
+	case isForeignKey(err, "wishlist_entries_item_id_fkey"):
 		return ErrNotFound
 	}
 	return wrap("add to wishlist", err)
@@ -313,6 +345,9 @@ func (s *Store) CreateThread(ctx context.Context, authorID int64, title, body st
 	var id int64
 	err := s.write(ctx, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `INSERT INTO threads (author_id, title) VALUES ($1, $2) RETURNING id`, authorID, title).Scan(&id); err != nil {
+			if isForeignKey(err, "threads_author_id_fkey") {
+				return ErrUserGone
+			}
 			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO comments (thread_id, author_id, body) VALUES ($1, $2, $3)`, id, authorID, body)
@@ -325,8 +360,10 @@ func (s *Store) CreateThread(ctx context.Context, authorID int64, title, body st
 func (s *Store) AddComment(ctx context.Context, threadID, authorID int64, body string) (page int, err error) {
 	err = s.write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO comments (thread_id, author_id, body) VALUES ($1, $2, $3)`, threadID, authorID, body)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23503" {
+		switch {
+		case isForeignKey(err, "comments_author_id_fkey"):
+			return ErrUserGone
+		case isForeignKey(err, "comments_thread_id_fkey"):
 			return ErrNotFound
 		}
 		if err != nil {
