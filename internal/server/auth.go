@@ -62,7 +62,10 @@ func (s *Server) handleSignupPost(w http.ResponseWriter, r *http.Request) {
 	if !usernameRE.MatchString(username) {
 		f.fail("username", "Use 3–32 lowercase letters, digits or underscores.")
 	}
-	display := f.text("display_name", "Display name", 1, 64)
+	display := f.name("display_name", "Display name", 1, 64)
+	if staffName(display) { // nobody signs up as an admin
+		f.fail("display_name", reservedName)
+	}
 	password := f.Get("password")
 	if len(password) < 8 || len(password) > 72 {
 		f.fail("password", "Use 8 to 72 characters.")

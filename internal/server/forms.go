@@ -56,7 +56,8 @@ func parseForm(r *http.Request) (*form, error) {
 }
 
 // text validates a free-text field's length in characters, after
-// trimming surrounding space, and returns it.
+// trimming surrounding space, and returns it. A required field needs a
+// character a reader can see: zero-width spaces alone are nothing.
 func (f *form) text(field, label string, min, max int) string {
 	v := strings.TrimSpace(f.Values.Get(field))
 	n := utf8.RuneCountInString(v)
@@ -67,6 +68,19 @@ func (f *form) text(field, label string, min, max int) string {
 		f.fail(field, fmt.Sprintf("%s needs at least %d characters.", label, min))
 	case n > max:
 		f.fail(field, fmt.Sprintf("%s can be at most %d characters.", label, max))
+	case min > 0 && !visible(v):
+		f.fail(field, label+" needs a character you can see: a letter, a digit or a symbol.")
+	}
+	return v
+}
+
+// name validates a name or a title that others read beside content that
+// is not its author's: text, and no bidirectional controls, which could
+// make it, or the text after it, read in another order.
+func (f *form) name(field, label string, min, max int) string {
+	v := f.text(field, label, min, max)
+	if strings.ContainsFunc(v, bidiControl) {
+		f.fail(field, label+" cannot hold bidirectional control characters (they make text display in another order than written).")
 	}
 	return v
 }

@@ -74,7 +74,7 @@ func (s *Server) handleThreadCreate(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, r, err)
 		return
 	}
-	title := f.text("title", "Title", 1, 200)
+	title := f.name("title", "Title", 1, 200)
 	body := f.text("body", "Your post", 1, 5000)
 	if !f.Valid() {
 		s.renderForum(w, r, http.StatusUnprocessableEntity, 1, f)

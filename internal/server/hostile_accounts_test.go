@@ -349,3 +349,62 @@ func TestDeletedUserIsSignedOut(t *testing.T) {
 		})
 	}
 }
+
+// TestNamesNeedVisibleCharactersAndNoBidiControls (15.11): names and
+// titles made of zero-width or non-breaking spaces, names that reverse
+// the text around them, and the staff's names used to be accepted.
+func TestNamesNeedVisibleCharactersAndNoBidiControls(t *testing.T) {
+	a := newApp(t, dbrouter.Causal)
+	bad := []struct{ name, why string }{
+		{"\u200b\u200b\u200b", "you can see"},  // zero-width spaces
+		{"\u00a0\u200b\u00a0", "you can see"},  // no-break and zero-width spaces
+		{"\u200d\u2060\ufeff", "you can see"},  // joiners and a byte order mark
+		{"evil\u202egnp.exe", "bidirectional"}, // right-to-left override
+		{"\u2067Luke\u2069", "bidirectional"},  // right-to-left isolate
+		{"Quest Admin", "reserved"},            // the seeded admin's name
+		{"quest  admin", "reserved"},           // …in other clothes
+		{"QUEST\u00a0ADMIN", "reserved"},
+		{"Quest\u200bAdmin", "reserved"},
+		{"admin", "reserved"}, // the seeded admin's username
+	}
+	for i, b := range bad {
+		uname := fmt.Sprintf("badname%d_%d_%d", time.Now().UnixNano()%1e6, userSeq.Add(1), i)
+		r := a.client(t).post("/signup", url.Values{"username": {uname}, "display_name": {b.name}, "password": {"correct horse"}})
+		want(t, r, http.StatusUnprocessableEntity, b.why)
+		if n := a.count(t, `SELECT count(*) FROM users WHERE username = $1`, uname); n != 0 {
+			t.Fatalf("signing up as %q stored the account", b.name)
+		}
+	}
+
+	// The same rules on the profile; the name stays as it was.
+	c := a.client(t)
+	name := c.signup()
+	for _, b := range bad {
+		want(t, c.post("/profile", url.Values{"display_name": {b.name}, "bio": {""}}), http.StatusUnprocessableEntity, b.why)
+	}
+	if n := a.count(t, `SELECT count(*) FROM users WHERE username = $1 AND display_name = $2`, name, "User "+name); n != 1 {
+		t.Fatal("a refused display name changed the profile")
+	}
+
+	// Thread titles and posts need something to see; titles take no
+	// bidirectional controls.
+	for _, p := range []struct{ title, body, why string }{
+		{"\u00a0\u200b\u00a0", "a body", "you can see"},
+		{"\u200b", "a body", "you can see"},
+		{"\u202eevil", "a body", "bidirectional"},
+		{"A fine title", "\u200b\u200b", "you can see"},
+	} {
+		want(t, c.post("/forum", url.Values{"title": {p.title}, "body": {p.body}}), http.StatusUnprocessableEntity, p.why)
+		if n := a.count(t, `SELECT count(*) FROM threads WHERE title = $1`, p.title); n != 0 {
+			t.Fatalf("the thread %q was stored", p.title)
+		}
+	}
+
+	// Names in any script, and names that merely contain a staff word,
+	// are fine.
+	for _, good := range []string{"Ærwyn Ó Briain", "محمد", "李小龍", "Admin Fan", "O'Brien 🚀"} {
+		if r := c.post("/profile", url.Values{"display_name": {good}, "bio": {""}}); r.status != http.StatusSeeOther {
+			t.Fatalf("the display name %q: %d\n%s", good, r.status, r.body)
+		}
+	}
+}

@@ -38,8 +38,19 @@ func (s *Server) handleProfilePost(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, r, err)
 		return
 	}
-	display := f.text("display_name", "Display name", 1, 64)
+	display := f.name("display_name", "Display name", 1, 64)
 	bio := f.text("bio", "Bio", 0, 2000)
+	if f.Valid() && staffName(display) {
+		// Only an admin may go by a staff name (the seeded admin does).
+		admin, err := s.store.IsAdmin(r.Context(), me.ID)
+		if err != nil {
+			s.serverError(w, r, gone(err))
+			return
+		}
+		if !admin {
+			f.fail("display_name", reservedName)
+		}
+	}
 	if !f.Valid() {
 		u, err := s.store.User(r.Context(), dbrouter.Own, me.ID)
 		if err != nil {
@@ -57,6 +68,9 @@ func (s *Server) handleProfilePost(w http.ResponseWriter, r *http.Request) {
 	s.flash(w, "Profile saved.")
 	http.Redirect(w, r, "/profile", http.StatusSeeOther)
 }
+
+// reservedName is what someone who picked a staff name is told.
+const reservedName = "That name is reserved for Quest's staff; pick another."
 
 // gone turns "not found" for the signed-in user's own row into
 // store.ErrUserGone: the account was deleted, so the session ends.
