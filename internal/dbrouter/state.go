@@ -61,6 +61,19 @@ func (s *State) SetSession(id uint64) {
 	}
 }
 
+// Bound keeps a decoded state within what the router could have written
+// by now. A last write later than now — only a cookie forged with the
+// signing key, or an app instance whose clock runs ahead, claims one —
+// becomes now, and the state counts as changed so its cookie is written
+// back so: the session reads from the primary for one timed delay, as
+// after a real write, rather than for as long as the claim says.
+func (s *State) Bound(now time.Time) {
+	if s.LastWrite.After(now) {
+		s.LastWrite = now
+		s.changed = true
+	}
+}
+
 // Changed reports whether the state advanced since it was decoded.
 func (s *State) Changed() bool { return s != nil && s.changed }
 

@@ -81,3 +81,25 @@ func TestParseLSN(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundKeepsLastWriteInThePast: a state that claims a write later than
+// now is brought back to now and marked changed (so the cookie is written
+// again); one in the past is left as it is.
+func TestBoundKeepsLastWriteInThePast(t *testing.T) {
+	now := time.UnixMilli(1_790_000_000_000)
+	future := State{Session: 7, LastWrite: now.Add(365 * 24 * time.Hour)}
+	future.Bound(now)
+	if !future.LastWrite.Equal(now) || !future.Changed() {
+		t.Fatalf("a last write a year ahead became %s (changed %v), want now and changed", future.LastWrite, future.Changed())
+	}
+	past := State{Session: 7, LastWrite: now.Add(-time.Second)}
+	past.Bound(now)
+	if !past.LastWrite.Equal(now.Add(-time.Second)) || past.Changed() {
+		t.Fatalf("a last write a second ago became %s (changed %v)", past.LastWrite, past.Changed())
+	}
+	var none State
+	none.Bound(now)
+	if !none.LastWrite.IsZero() || none.Changed() {
+		t.Fatalf("a state without a write became %+v", none)
+	}
+}

@@ -47,13 +47,15 @@ func verify(key []byte, purpose, s string) ([]byte, bool) {
 }
 
 // loadState reads the request's consistency state. A missing, forged or
-// malformed cookie means an empty state with a new anonymous identity.
+// malformed cookie means an empty state with a new anonymous identity; a
+// last write in the future is bounded to now.
 func (s *Server) loadState(r *http.Request) *dbrouter.State {
 	st := &dbrouter.State{}
 	if c, err := r.Cookie(consistencyCookie); err == nil {
 		if b, ok := verify(s.key, consistencyCookie, c.Value); ok {
 			if decoded, err := dbrouter.DecodeState(b); err == nil {
 				*st = decoded
+				st.Bound(time.Now())
 			}
 		}
 	}

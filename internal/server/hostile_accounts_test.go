@@ -6,6 +6,9 @@ package server_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
@@ -24,6 +27,7 @@ import (
 	"quest/internal/dbrouter"
 	"quest/internal/server"
 	"quest/internal/store"
+	"quest/internal/testcluster"
 )
 
 // asServed keeps only the cluster and the key of an app's configuration:
@@ -407,4 +411,55 @@ func TestNamesNeedVisibleCharactersAndNoBidiControls(t *testing.T) {
 			t.Fatalf("the display name %q: %d\n%s", good, r.status, r.body)
 		}
 	}
+}
+
+// TestAFutureLastWriteIsBoundedToNow (15.12): a consistency cookie —
+// forged, which takes the signing key — that claims a write in the
+// future kept its session on the primary under timed for as long as it
+// claimed. The claim is bounded to now: the session is on the primary
+// for one timed delay, as after a real write, then back on the replicas.
+func TestAFutureLastWriteIsBoundedToNow(t *testing.T) {
+	a := startApp(t, dbrouter.Timed, nil, func(cfg *app.Config) { cfg.Router.TimedDelay = 500 * time.Millisecond })
+	c := a.client(t)
+	u, _ := url.Parse(a.URL)
+	forged := dbrouter.State{Session: 1<<62 | 42, LastWrite: time.Now().Add(24 * time.Hour)}
+	c.http.Jar.SetCookies(u, []*http.Cookie{{Name: "quest_consistency", Value: signCookie("quest_consistency", forged.Encode()), Path: "/"}})
+	want(t, c.get("/catalog"), http.StatusOK)
+	if st := consistencyState(t, c, u); st.LastWrite.After(time.Now()) {
+		t.Fatalf("after a page view the cookie still claims a write at %s", st.LastWrite.Format(time.RFC3339))
+	}
+	testcluster.Eventually(t, 10*time.Second, "the catalog to be read from a replica again", func() bool {
+		return strings.HasPrefix(c.get("/catalog").header.Get("X-Quest-Served-By"), "replica")
+	})
+}
+
+// signCookie signs value as the server does (HMAC-SHA256 over the purpose
+// and the value, truncated to 16 bytes), with the suite's key: a forgery
+// by someone who holds the key.
+func signCookie(purpose string, value []byte) string {
+	m := hmac.New(sha256.New, testKey)
+	m.Write([]byte(purpose))
+	m.Write(value)
+	return base64.RawURLEncoding.EncodeToString(append(value, m.Sum(nil)[:16]...))
+}
+
+// consistencyState decodes the consistency cookie the client holds.
+func consistencyState(t *testing.T, c *client, u *url.URL) dbrouter.State {
+	t.Helper()
+	for _, ck := range c.http.Jar.Cookies(u) {
+		if ck.Name != "quest_consistency" {
+			continue
+		}
+		b, err := base64.RawURLEncoding.DecodeString(ck.Value)
+		if err != nil || len(b) < 16 {
+			t.Fatalf("consistency cookie %q is not what the server writes", ck.Value)
+		}
+		st, err := dbrouter.DecodeState(b[:len(b)-16])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	t.Fatal("no consistency cookie")
+	return dbrouter.State{}
 }
