@@ -69,7 +69,7 @@ func (ss *SessionStore) CommitCtx(ctx context.Context, token string, b []byte, e
 		return err
 	})
 	if isForeignKey(err, "sessions_user_id_fkey") {
-		return ErrUserGone
+		err = ErrUserGone
 	}
 	return wrap("save session", err)
 }

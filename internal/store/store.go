@@ -253,9 +253,9 @@ func (s *Store) AddToWishlist(ctx context.Context, userID, itemID int64) error {
 	})
 	switch {
 	case isForeignKey(err, "wishlist_entries_user_id_fkey"):
-		return ErrUserGone
+		err = ErrUserGone
 	case isForeignKey(err, "wishlist_entries_item_id_fkey"):
-		return ErrNotFound
+		err = ErrNotFound
 	}
 	return wrap("add to wishlist", err)
 }
