@@ -80,7 +80,13 @@ func (s *Server) serverError(w http.ResponseWriter, r *http.Request, err error) 
 func (s *Server) sessionError(w http.ResponseWriter, r *http.Request, err error) {
 	// Drop what the handler already put in the header (a redirect's
 	// Location, a flash cookie): it described a response that is not sent.
-	clear(w.Header())
+	// The security headers and Cache-Control describe this one too.
+	h := w.Header()
+	for name := range h {
+		if !keptHeader(name) {
+			delete(h, name)
+		}
+	}
 	s.serverError(w, r, err)
 	if cw, ok := w.(*consistencyWriter); ok {
 		cw.seal()

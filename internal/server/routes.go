@@ -13,6 +13,7 @@ import (
 // routes is the whole URL map at a glance.
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
+	r.Use(secureHeaders) // first: every response carries them, refusals included
 	r.Use(middleware.RequestID)
 	r.Use(s.metrics.count)
 	r.Use(s.logRequests)
@@ -24,13 +25,15 @@ func (s *Server) routes() http.Handler {
 	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
 	r.Get("/healthz", s.handleHealthz)
 	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
-	r.Get("/lab/state", s.handleLabState)
+	r.With(noStore).Get("/lab/state", s.handleLabState)
 
-	// Pages: their reads keep their SQL for the panel; cross-origin
-	// protection on every state-changing request, then the session (scs
-	// saves it on the first write), then who is signed in, then the
-	// strategy they chose for their own session, if the lab allows it.
+	// Pages: kept out of every cache (each names who is signed in); their
+	// reads keep their SQL for the panel; cross-origin protection on every
+	// state-changing request, then the session (scs saves it on the first
+	// write), then who is signed in, then the strategy they chose for
+	// their own session, if the lab allows it.
 	r.Group(func(r chi.Router) {
+		r.Use(noStore)
 		r.Use(keepSQL)
 		r.Use(s.crossOrigin.Handler)
 		r.Use(s.sessions.LoadAndSave)
