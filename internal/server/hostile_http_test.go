@@ -6,8 +6,11 @@ package server_test
 // not admins learn about the cluster and the process.
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -220,4 +223,79 @@ func (c *consoleLog) sync(t *testing.T, ctx context.Context) {
 	testcluster.Eventually(t, 10*time.Second, "the console's "+mark, func() bool {
 		return slices.ContainsFunc(c.messages(), func(m chromedp.ConsoleMessage) bool { return m.Text == mark })
 	})
+}
+
+// TestHeadAndStaticMethods: every GET route answers HEAD as it answers
+// GET, without a body; static files answer GET and HEAD only, and every
+// 405 says what is allowed.
+func TestHeadAndStaticMethods(t *testing.T) {
+	a := newApp(t, dbrouter.Causal)
+	c := a.client(t)
+	for _, p := range []string{"/", "/healthz", "/metrics", "/catalog", "/forum", "/static/style.css"} {
+		get := c.get(p)
+		head := c.do(mustRequest(t, http.MethodHead, a.URL+p))
+		if head.status != get.status || head.status != http.StatusOK {
+			t.Errorf("HEAD %s: %d, GET: %d; want 200 for both", p, head.status, get.status)
+		}
+		if head.body != "" {
+			t.Errorf("HEAD %s sent a body", p)
+		}
+		if hc, gc := head.header.Get("Content-Type"), get.header.Get("Content-Type"); hc != gc {
+			t.Errorf("HEAD %s: Content-Type %q, GET's %q", p, hc, gc)
+		}
+	}
+	for _, m := range []string{http.MethodPut, http.MethodDelete, http.MethodTrace, http.MethodOptions, http.MethodConnect, http.MethodPost, http.MethodPatch} {
+		resp, body := raw(t, a.URL, m, "/static/style.css")
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s /static/style.css: %d, Allow %q; want 405, Allow GET, HEAD", m, resp.StatusCode, resp.Header.Get("Allow"))
+		}
+		if strings.Contains(body, "--bg") {
+			t.Errorf("%s /static/style.css sent the stylesheet", m)
+		}
+	}
+	for _, tt := range []struct{ method, path, allow string }{
+		{http.MethodPost, "/catalog", "GET, HEAD"},
+		{http.MethodGet, "/logout", "POST"},
+		{http.MethodPut, "/signup", "GET, HEAD, POST"},
+	} {
+		r := c.do(mustRequest(t, tt.method, a.URL+tt.path))
+		if r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != tt.allow {
+			t.Errorf("%s %s: %d, Allow %q; want 405, Allow %s", tt.method, tt.path, r.status, r.header.Get("Allow"), tt.allow)
+		}
+	}
+}
+
+// mustRequest is http.NewRequest for a request without a body.
+func mustRequest(t *testing.T, method, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// raw sends one request line as written, on a connection of its own: Go's
+// client rewrites a CONNECT's target and would take a 200 to CONNECT for a
+// tunnel.
+func raw(t *testing.T, base, method, path string) (*http.Response, string) {
+	t.Helper()
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", method, path, u.Host)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
 }
