@@ -299,3 +299,20 @@ func raw(t *testing.T, base, method, path string) (*http.Response, string) {
 	body, _ := io.ReadAll(resp.Body)
 	return resp, string(body)
 }
+
+// TestBadStaticPathsAre4xx: escapes that decode to invalid UTF-8, and the
+// directory itself, are "not found" — never a 500, never a listing.
+func TestBadStaticPathsAre4xx(t *testing.T) {
+	a := newApp(t, dbrouter.Causal)
+	for _, p := range []string{"/static/%ff", "/static/%c0%ae", "/static/%80", "/static/a%ffb.css", "/static/%c0%ae%c0%ae/go.mod", "/static/..%2fgo.mod", "/static/", "/static/./"} {
+		for _, m := range []string{http.MethodGet, http.MethodHead} {
+			resp, body := raw(t, a.URL, m, p)
+			if resp.StatusCode < 400 || resp.StatusCode > 499 {
+				t.Errorf("%s %s: %d, want a 4xx", m, p, resp.StatusCode)
+			}
+			if strings.Contains(body, "style.css") || strings.Contains(body, "lab.js") {
+				t.Errorf("%s %s lists the directory:\n%s", m, p, body)
+			}
+		}
+	}
+}

@@ -24,7 +24,7 @@ func (s *Server) routes() http.Handler {
 	r.Use(s.limitBodies)
 
 	static, _ := fs.Sub(web.FS, "static")
-	r.Get("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)).ServeHTTP)
+	r.Get("/static/*", handleStatic(static))
 	r.Get("/healthz", s.handleHealthz)
 	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
 	r.With(noStore).Get("/lab/state", s.handleLabState)
