@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -55,8 +56,22 @@ func statusOf(err error) (int, string) {
 	return http.StatusInternalServerError, "Something went wrong on our side."
 }
 
+// statusClientClosedRequest is nginx's 499: the client left before the
+// answer. Nobody receives it; the request log and the metrics count it
+// apart from the server's own failures.
+const statusClientClosedRequest = 499
+
 // serverError renders the error page for err, logging what is unexpected.
 func (s *Server) serverError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		// The client closed the connection (or the stream) while the
+		// request ran, so its queries were cancelled: that is not Quest
+		// failing, and counting it as a 500 at ERROR would let anyone
+		// who hangs up inflate the error rate. No page: nobody reads it.
+		s.log.DebugContext(r.Context(), "client left before the answer", slog.String("path", r.URL.Path), slog.Any("err", err))
+		w.WriteHeader(statusClientClosedRequest)
+		return
+	}
 	status, msg := statusOf(err)
 	if status >= 500 && status != http.StatusServiceUnavailable {
 		s.log.ErrorContext(r.Context(), "request failed", slog.String("path", r.URL.Path), slog.Any("err", err))

@@ -7,9 +7,11 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"quest/internal/app"
 	"quest/internal/dbrouter"
 	"quest/internal/server"
 	"quest/internal/testcluster"
@@ -315,4 +318,94 @@ func TestBadStaticPathsAre4xx(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestClientThatLeavesIsNotA500: a client that disconnects while its
+// request waits on the database is counted apart (499, as nginx does) and
+// logged below ERROR — so nobody can inflate the error rate by hanging up.
+func TestClientThatLeavesIsNotA500(t *testing.T) {
+	logs := &lockedBuffer{}
+	a := startApp(t, dbrouter.Primary, nil, func(cfg *app.Config) {
+		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	ctx := context.Background()
+	// Hold the catalog's table, so the request is surely in flight, in
+	// the database, when its client leaves.
+	tx, err := a.primary(t).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, `LOCK TABLE items IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	reqCtx, leave := context.WithCancel(ctx)
+	defer leave()
+	req, _ := http.NewRequestWithContext(reqCtx, http.MethodGet, a.URL+"/catalog", nil)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	// Watched from another connection: pg_stat_activity is a snapshot
+	// taken once per transaction.
+	watch := a.primary(t)
+	testcluster.Eventually(t, 10*time.Second, "the catalog's read waiting for the lock", func() bool {
+		var n int
+		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%FROM items%'`).Scan(&n)
+		return err == nil && n > 0
+	})
+	leave()
+	if err := <-errc; err == nil {
+		t.Fatal("the request got an answer while its table was locked")
+	}
+	c := a.client(t)
+	var metrics string
+	testcluster.Eventually(t, 10*time.Second, "the abandoned request counted", func() bool {
+		metrics = c.get("/metrics").body
+		return strings.Contains(metrics, `quest_http_requests_total{route="/catalog",`)
+	})
+	if !strings.Contains(metrics, `quest_http_requests_total{route="/catalog",status="499"} 1`) || strings.Contains(metrics, `route="/catalog",status="5`) {
+		t.Errorf("the abandoned request is not counted as one 499:\n%s", grepLines(metrics, `route="/catalog"`))
+	}
+	text := logs.String()
+	if strings.Contains(text, "level=ERROR") {
+		t.Errorf("a client that left was logged as an error:\n%s", grepLines(text, "level=ERROR"))
+	}
+	if !regexp.MustCompile(`level=INFO msg=request method=GET path=/catalog status=499 `).MatchString(text) {
+		t.Errorf("no request line with status 499:\n%s", text)
+	}
+}
+
+// grepLines returns the lines of text that hold s.
+func grepLines(text, s string) string {
+	var out []string
+	for line := range strings.Lines(text) {
+		if strings.Contains(line, s) {
+			out = append(out, strings.TrimSpace(line))
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// lockedBuffer is a buffer a logger and the test share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
