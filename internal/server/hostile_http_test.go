@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -408,4 +410,113 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestVisitorsSeeNoConnectionErrors: a node the router cannot reach is
+// "node unreachable" to anyone but an admin, on / and /status and in
+// /status's JSON — the driver's error names the database user, the
+// database, the host and the port. Admins and the log keep the detail.
+func TestVisitorsSeeNoConnectionErrors(t *testing.T) {
+	c := testcluster.Get(t)
+	deadAddr := freeAddr(t)
+	dead := withHost(t, c.ReplicaURLs()[0], deadAddr, "replica9")
+	logs := &lockedBuffer{}
+	a := startApp(t, dbrouter.Causal, nil, func(cfg *app.Config) {
+		cfg.Router.ReplicaURLs = append(cfg.Router.ReplicaURLs, dead)
+		cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	testcluster.Eventually(t, 10*time.Second, "the dead replica polled", func() bool {
+		for _, n := range a.router.Inspect().Nodes {
+			if n.Name == "replica9" && strings.Contains(n.Err, deadAddr) {
+				return true
+			}
+		}
+		return false
+	})
+	leaks := []string{deadAddr, "user=", "database=", "refused", "dial"}
+	anon := a.client(t)
+	user := a.client(t)
+	user.signup()
+	for who, cl := range map[string]*client{"anonymous": anon, "signed in": user} {
+		r := cl.get("/")
+		noLeak(t, who+" GET /", r.body, leaks)
+		want(t, r, http.StatusOK, "node unreachable")
+		r = cl.get("/status")
+		want(t, r, http.StatusOK)
+		noLeak(t, who+" GET /status", r.body, leaks)
+		r = cl.do(jsonRequest(t, a.URL+"/status"))
+		if !json.Valid([]byte(r.body)) || !strings.Contains(r.body, "node unreachable") {
+			t.Errorf("%s: /status as JSON does not say node unreachable:\n%s", who, r.body)
+		}
+		noLeak(t, who+" GET /status (JSON)", r.body, leaks)
+	}
+	admin := a.admin(t)
+	want(t, admin.get("/"), http.StatusOK, deadAddr)
+	want(t, admin.do(jsonRequest(t, a.URL+"/status")), http.StatusOK, deadAddr)
+	if !strings.Contains(logs.String(), deadAddr) {
+		t.Errorf("the log does not say why replica9 is unreachable:\n%s", logs.String())
+	}
+
+	// With the primary unreachable, pg_stat_replication cannot be read
+	// either: the reason is the same connection error. (Named, as a node
+	// without an application_name is called by its host, port and
+	// database — its name, not an error.)
+	deadPrimary := withHost(t, c.PrimaryURL(), deadAddr, "node0")
+	b := startApp(t, dbrouter.Causal, nil, func(cfg *app.Config) { cfg.Router.PrimaryURL = deadPrimary })
+	testcluster.Eventually(t, 10*time.Second, "the dead primary polled", func() bool {
+		return strings.Contains(b.router.Inspect().ReplErr, deadAddr)
+	})
+	anon = b.client(t)
+	r := anon.get("/")
+	noLeak(t, "primary down, GET /", r.body, leaks)
+	want(t, r, http.StatusOK, "node unreachable")
+	r = anon.get("/status")
+	want(t, r, http.StatusOK)
+	noLeak(t, "primary down, GET /status", r.body, leaks)
+	noLeak(t, "primary down, GET /status (JSON)", anon.do(jsonRequest(t, b.URL+"/status")).body, leaks)
+}
+
+// jsonRequest asks for /status's JSON form.
+func jsonRequest(t *testing.T, url string) *http.Request {
+	req := mustRequest(t, http.MethodGet, url)
+	req.Header.Set("Accept", "application/json")
+	return req
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// withHost returns the connection URL raw pointed at addr and named name
+// (its application_name).
+func withHost(t *testing.T, raw, addr, name string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = addr
+	q := u.Query()
+	q.Set("application_name", name)
+	q.Set("connect_timeout", strconv.Itoa(2))
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// noLeak fails the test if body holds any of leaks.
+func noLeak(t *testing.T, what, body string, leaks []string) {
+	t.Helper()
+	for _, l := range leaks {
+		if strings.Contains(body, l) {
+			t.Errorf("%s shows %q:\n%s", what, l, grepLines(body, l))
+		}
+	}
 }
