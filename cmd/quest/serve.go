@@ -54,6 +54,7 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		SessionKey:             key,
 		Secure:                 cfg.Secure,
 		LoginsPerMinutePerAddr: cfg.LoginLimit,
+		MetricsAddr:            cfg.MetricsAddr,
 	}
 	if cfg.FromCluster != "" {
 		if c, err := cluster.Open(cfg.FromCluster); err == nil {
@@ -72,6 +73,9 @@ func (e environment) serve(ctx context.Context, args []string) error {
 			"primary", redactURL(cfg.DatabaseURL))
 	}
 	if err := a.Listen(cfg.Addr); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) && cfg.MetricsAddr != "" && strings.Contains(err.Error(), cfg.MetricsAddr) {
+			return fmt.Errorf("%s is already in use: choose another port with --metrics-addr", cfg.MetricsAddr)
+		}
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("%s is already in use: choose another port with --addr (e.g. --addr 127.0.0.1:8081, or make run PORT=8081)", cfg.Addr)
 		}
@@ -86,6 +90,9 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		home, home, nodes, cfg.Strategy)
 	if others := sharedURLs(a.Addr()); len(others) > 0 {
 		fmt.Fprintf(e.stdout, "shared with the network: others open %s\n", strings.Join(others, " or "))
+	}
+	if m := a.MetricsAddr(); m != nil {
+		fmt.Fprintf(e.stdout, "metrics for Prometheus: %s/metrics (not on %s)\n", hostURL(m), home)
 	}
 
 	errc := make(chan error, 1)
@@ -113,6 +120,10 @@ func browseURL(a net.Addr) string {
 	}
 	return "http://" + net.JoinHostPort(host, port)
 }
+
+// hostURL is the URL of a listening address as it is, for a scraper's
+// configuration: 0.0.0.0 stays, since any address of the machine works.
+func hostURL(a net.Addr) string { return "http://" + a.String() }
 
 // sharedURLs returns the /lab URLs others on the network can open when
 // addr listens on every interface: one per IPv4 address of this machine

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
@@ -518,5 +519,59 @@ func noLeak(t *testing.T, what, body string, leaks []string) {
 		if strings.Contains(body, l) {
 			t.Errorf("%s shows %q:\n%s", what, l, grepLines(body, l))
 		}
+	}
+}
+
+// TestMetricsOnlyFromThisMachine: /metrics describes the process (memory,
+// file descriptors, goroutines) and the cluster; it answers requests from
+// loopback only, and not those a proxy on this machine forwards.
+func TestMetricsOnlyFromThisMachine(t *testing.T) {
+	a := newApp(t, dbrouter.Causal)
+	c := a.client(t)
+	want(t, c.get("/metrics"), http.StatusOK, "quest_strategy", "process_resident_memory_bytes")
+	// Another host: what net/http sets RemoteAddr to for one, through the
+	// app's real handler (the tests listen on loopback only).
+	for _, remote := range []string{"192.0.2.7:51000", "[2001:db8::7]:51000", "[::ffff:192.0.2.7]:51000"} {
+		for _, m := range []string{http.MethodGet, http.MethodHead} {
+			req := httptest.NewRequest(m, "/metrics", nil)
+			req.RemoteAddr = remote
+			rec := httptest.NewRecorder()
+			a.app.Server.ServeHTTP(rec, req)
+			if rec.Code != http.StatusForbidden || strings.Contains(rec.Body.String(), "quest_") {
+				t.Errorf("%s /metrics from %s: %d\n%.300s", m, remote, rec.Code, rec.Body.String())
+			}
+		}
+	}
+	for _, h := range []string{"X-Forwarded-For", "Forwarded", "X-Real-Ip"} {
+		req := mustRequest(t, http.MethodGet, a.URL+"/metrics")
+		req.Header.Set(h, "192.0.2.7")
+		if r := c.do(req); r.status != http.StatusForbidden || strings.Contains(r.body, "quest_") {
+			t.Errorf("/metrics forwarded by a proxy (%s): %d", h, r.status)
+		}
+	}
+}
+
+// TestMetricsAddrMovesMetrics: with a listener of their own, the metrics
+// leave the main listener — 404 there, even from loopback — and the
+// metrics listener serves /metrics and nothing else.
+func TestMetricsAddrMovesMetrics(t *testing.T) {
+	a := startApp(t, dbrouter.Causal, nil, func(cfg *app.Config) { cfg.MetricsAddr = "127.0.0.1:0" })
+	c := a.client(t)
+	if r := c.get("/metrics"); r.status != http.StatusNotFound || strings.Contains(r.body, "quest_") {
+		t.Errorf("/metrics on the main listener: %d, want 404", r.status)
+	}
+	base := "http://" + a.app.MetricsAddr().String()
+	m := &client{t: t, base: base, http: http.DefaultClient}
+	want(t, m.get("/metrics"), http.StatusOK, "quest_strategy", "process_resident_memory_bytes")
+	if r := m.do(mustRequest(t, http.MethodHead, base+"/metrics")); r.status != http.StatusOK {
+		t.Errorf("HEAD /metrics on the metrics listener: %d", r.status)
+	}
+	for _, p := range []string{"/", "/catalog", "/status", "/static/style.css"} {
+		if r := m.get(p); r.status != http.StatusNotFound {
+			t.Errorf("GET %s on the metrics listener: %d, want 404", p, r.status)
+		}
+	}
+	if r := m.post("/metrics", nil); r.status != http.StatusMethodNotAllowed {
+		t.Errorf("POST /metrics on the metrics listener: %d, want 405", r.status)
 	}
 }

@@ -26,7 +26,7 @@ func (s *Server) routes() http.Handler {
 	static, _ := fs.Sub(web.FS, "static")
 	r.Get("/static/*", handleStatic(static))
 	r.Get("/healthz", s.handleHealthz)
-	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
+	r.Get("/metrics", s.handleMetrics)
 	r.With(noStore).Get("/lab/state", s.handleLabState)
 
 	// Pages: kept out of every cache (each names who is signed in); their
