@@ -73,7 +73,7 @@ func (e environment) serve(ctx context.Context, args []string) error {
 			"primary", redactURL(cfg.DatabaseURL))
 	}
 	if err := a.Listen(cfg.Addr); err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) && cfg.MetricsAddr != "" && strings.Contains(err.Error(), cfg.MetricsAddr) {
+		if errors.Is(err, syscall.EADDRINUSE) && cfg.MetricsAddr != "" && strings.HasPrefix(err.Error(), "listen on "+cfg.MetricsAddr+":") {
 			return fmt.Errorf("%s is already in use: choose another port with --metrics-addr", cfg.MetricsAddr)
 		}
 		if errors.Is(err, syscall.EADDRINUSE) {

@@ -20,6 +20,7 @@ import (
 type metrics struct {
 	registry *prometheus.Registry
 	requests *prometheus.CounterVec
+	http     http.Handler // the Prometheus text format of registry
 }
 
 func newMetrics(r *dbrouter.Router) *metrics {
@@ -31,6 +32,7 @@ func newMetrics(r *dbrouter.Router) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&routerCollector{r: r})
+	m.http = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 	return m
 }
 
@@ -51,10 +53,6 @@ func (m *metrics) count(next http.Handler) http.Handler {
 	})
 }
 
-func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
-}
-
 // handleMetrics serves /metrics on the main listener, which may face a
 // network: the metrics describe the process (memory, file descriptors,
 // goroutines) and the cluster, so they go only to requests from this
@@ -68,7 +66,7 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	case !fromThisMachine(r):
 		http.Error(w, "/metrics answers requests from this machine only; serve it with --metrics-addr to scrape it from elsewhere", http.StatusForbidden)
 	default:
-		s.metrics.handler().ServeHTTP(w, r)
+		s.metrics.http.ServeHTTP(w, r)
 	}
 }
 
@@ -91,7 +89,7 @@ func fromThisMachine(r *http.Request) bool {
 func (s *Server) Metrics() http.Handler {
 	r := chi.NewRouter()
 	r.Use(secureHeaders, middleware.GetHead)
-	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
+	r.Method(http.MethodGet, "/metrics", s.metrics.http)
 	return r
 }
 
