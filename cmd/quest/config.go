@@ -40,6 +40,7 @@ type config struct {
 
 	// serve.
 	Addr         string
+	MetricsAddr  string // /metrics on a listener of its own; empty: on Addr, to loopback only
 	Strategy     dbrouter.Strategy
 	TimedDelay   time.Duration
 	PollInterval time.Duration
@@ -87,6 +88,8 @@ func (e environment) addFlags(fs *flag.FlagSet, cfg *config, groups flagGroup) {
 	if groups&serveFlags != 0 {
 		fs.StringVar(&cfg.Addr, "addr", firstNonEmpty(e.getenv("QUEST_ADDR"), defaultAddr),
 			"address to listen on ($QUEST_ADDR); the default serves this machine only,\n:8080 (or 0.0.0.0:8080) shares Quest with the network")
+		fs.StringVar(&cfg.MetricsAddr, "metrics-addr", e.getenv("QUEST_METRICS_ADDR"),
+			"serve /metrics on a listener of its own at this address ($QUEST_METRICS_ADDR), and not on --addr;\nunset, /metrics is on --addr and answers requests from this machine only")
 		fs.StringVar(&cfg.strategyName, "strategy", firstNonEmpty(e.getenv("QUEST_STRATEGY"), "causal"),
 			"read routing strategy at start: primary, random, pin-own, sticky, timed or causal ($QUEST_STRATEGY)")
 		fs.DurationVar(&cfg.TimedDelay, "timed-delay", 2*time.Second, "timed: how long after a write a session reads from the primary")

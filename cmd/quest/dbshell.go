@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,9 +49,108 @@ func (e environment) dbshell(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, psql, append([]string{url}, extra...)...)
+	// The password goes to psql in its environment, never on its command
+	// line: every user of the machine can read a process's arguments
+	// (ps), only its owner its environment — where DATABASE_URL, and so
+	// the password, already is.
+	conninfo, password, err := withoutPassword(url)
+	if err != nil {
+		return fmt.Errorf("the %s's connection string: %w", name, err)
+	}
+	cmd := exec.CommandContext(ctx, psql, append([]string{conninfo}, extra...)...)
+	if password != "" {
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+password)
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, e.stdout, e.stderr
 	return cmd.Run()
+}
+
+// withoutPassword takes the password out of a libpq connection string —
+// a URL (postgres://user:pw@host/db, or ?password=pw) or key=value pairs
+// (host=h password='p w') — and returns the rest and the password.
+func withoutPassword(conninfo string) (rest, password string, err error) {
+	if strings.HasPrefix(conninfo, "postgres://") || strings.HasPrefix(conninfo, "postgresql://") {
+		u, err := neturl.Parse(conninfo)
+		if err != nil {
+			return "", "", errors.New("not a valid URL")
+		}
+		if u.User != nil {
+			name := u.User.Username()
+			password, _ = u.User.Password()
+			u.User = nil
+			if name != "" {
+				u.User = neturl.User(name)
+			}
+		}
+		if q := u.Query(); q.Has("password") {
+			password = q.Get("password") // libpq: the parameter wins over the userinfo
+			q.Del("password")
+			u.RawQuery = q.Encode()
+		}
+		return u.String(), password, nil
+	}
+	pairs, err := parseConninfo(conninfo)
+	if err != nil {
+		return "", "", err
+	}
+	var kept []string
+	for _, kv := range pairs {
+		if kv[0] == "password" {
+			password = kv[1]
+			continue
+		}
+		kept = append(kept, kv[0]+"='"+strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(kv[1])+"'")
+	}
+	return strings.Join(kept, " "), password, nil
+}
+
+// parseConninfo splits libpq's key=value connection string into its
+// pairs, as libpq reads it: spaces around = are allowed; a value is
+// single-quoted or runs to the next space; a backslash takes the next
+// character as it is, in both.
+func parseConninfo(s string) ([][2]string, error) {
+	const space = " \t\n\r\f\v"
+	var pairs [][2]string
+	for {
+		s = strings.TrimLeft(s, space)
+		if s == "" {
+			return pairs, nil
+		}
+		eq := strings.IndexByte(s, '=')
+		if eq < 0 {
+			return nil, errors.New("expected key=value")
+		}
+		key := strings.TrimRight(s[:eq], space)
+		if key == "" || strings.ContainsAny(key, space+"'\\") {
+			return nil, fmt.Errorf("bad key %q", key)
+		}
+		s = strings.TrimLeft(s[eq+1:], space)
+		quoted := strings.HasPrefix(s, "'")
+		if quoted {
+			s = s[1:]
+		}
+		var value strings.Builder
+		i := 0
+		for ; i < len(s); i++ {
+			c := s[i]
+			if quoted && c == '\'' || !quoted && strings.IndexByte(space, c) >= 0 {
+				break
+			}
+			if c == '\\' && i+1 < len(s) {
+				i++
+				c = s[i]
+			}
+			value.WriteByte(c)
+		}
+		if quoted {
+			if i == len(s) {
+				return nil, fmt.Errorf("unterminated quoted value for %s", key)
+			}
+			i++ // the closing quote
+		}
+		s = s[i:]
+		pairs = append(pairs, [2]string{key, value.String()})
+	}
 }
 
 // nodeURL picks a node's URL from the configuration by the name the

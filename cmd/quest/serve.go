@@ -55,6 +55,7 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		Secure:                 cfg.Secure,
 		LoginsPerMinutePerAddr: cfg.LoginLimit,
 		SignupsPerHourPerAddr:  cfg.SignupLimit,
+		MetricsAddr:            cfg.MetricsAddr,
 	}
 	if cfg.FromCluster != "" {
 		if c, err := cluster.Open(cfg.FromCluster); err == nil {
@@ -73,6 +74,9 @@ func (e environment) serve(ctx context.Context, args []string) error {
 			"primary", redactURL(cfg.DatabaseURL))
 	}
 	if err := a.Listen(cfg.Addr); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) && cfg.MetricsAddr != "" && strings.HasPrefix(err.Error(), "listen on "+cfg.MetricsAddr+":") {
+			return fmt.Errorf("%s is already in use: choose another port with --metrics-addr", cfg.MetricsAddr)
+		}
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("%s is already in use: choose another port with --addr (e.g. --addr 127.0.0.1:8081, or make run PORT=8081)", cfg.Addr)
 		}
@@ -87,6 +91,9 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		home, home, nodes, cfg.Strategy)
 	if others := sharedURLs(a.Addr()); len(others) > 0 {
 		fmt.Fprintf(e.stdout, "shared with the network: others open %s\n", strings.Join(others, " or "))
+	}
+	if m := a.MetricsAddr(); m != nil {
+		fmt.Fprintf(e.stdout, "metrics for Prometheus: %s/metrics (not on %s)\n", hostURL(m), home)
 	}
 
 	errc := make(chan error, 1)
@@ -114,6 +121,10 @@ func browseURL(a net.Addr) string {
 	}
 	return "http://" + net.JoinHostPort(host, port)
 }
+
+// hostURL is the URL of a listening address as it is, for a scraper's
+// configuration: 0.0.0.0 stays, since any address of the machine works.
+func hostURL(a net.Addr) string { return "http://" + a.String() }
 
 // sharedURLs returns the /lab URLs others on the network can open when
 // addr listens on every interface: one per IPv4 address of this machine

@@ -42,6 +42,10 @@ type Config struct {
 	HA             server.HALevers
 	PatroniMembers func(ctx context.Context) (map[string]dbrouter.Patroni, error)
 	Logger         *slog.Logger
+	// MetricsAddr, when set, gives /metrics a listener of its own there
+	// (Listen binds it); the main listener's /metrics then answers 404.
+	// Unset, the main listener serves /metrics to loopback only.
+	MetricsAddr string
 }
 
 // App is one running Quest: its router, store and HTTP server.
@@ -55,6 +59,10 @@ type App struct {
 	ln       net.Listener
 	done     chan struct{} // closed when Serve returns
 	serveErr error         // what Serve returned; read after done
+
+	metricsAddr string
+	ms          *http.Server // /metrics alone, when MetricsAddr is set
+	mln         net.Listener
 }
 
 // New connects the router (it does not fail for nodes that are down) and
@@ -82,35 +90,59 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		Levers:                 cfg.Levers,
 		HA:                     cfg.HA,
 		PatroniMembers:         cfg.PatroniMembers,
+		MetricsElsewhere:       cfg.MetricsAddr != "",
 	})
 	if err != nil {
 		r.Close()
 		return nil, err
 	}
-	return &App{Router: r, Store: st, Server: srv, log: cfg.Logger}, nil
+	return &App{Router: r, Store: st, Server: srv, log: cfg.Logger, metricsAddr: cfg.MetricsAddr}, nil
 }
 
-// Listen binds addr ("127.0.0.1:0" picks a free port) for Serve.
+// Listen binds addr ("127.0.0.1:0" picks a free port) for Serve, and the
+// metrics address when there is one.
 func (a *App) Listen(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	if a.metricsAddr != "" {
+		mln, err := net.Listen("tcp", a.metricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s: %w", a.metricsAddr, err)
+		}
+		a.mln, a.ms = mln, a.httpServer(a.Server.Metrics())
+	}
 	a.ln = ln
-	a.hs = &http.Server{
-		Handler:           a.Server,
+	a.hs = a.httpServer(a.Server)
+	a.done = make(chan struct{})
+	return nil
+}
+
+// httpServer is an http.Server for h with Quest's timeouts.
+func (a *App) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
-	a.done = make(chan struct{})
-	return nil
 }
 
 // Addr is the address Listen bound.
 func (a *App) Addr() net.Addr { return a.ln.Addr() }
+
+// MetricsAddr is the address Listen bound for /metrics, or nil when
+// /metrics has no listener of its own.
+func (a *App) MetricsAddr() net.Addr {
+	if a.mln == nil {
+		return nil
+	}
+	return a.mln.Addr()
+}
 
 // URL is a URL a person or a client can open for the bound address.
 func (a *App) URL() string {
@@ -126,6 +158,15 @@ func (a *App) URL() string {
 func (a *App) Serve() error {
 	if a.ln == nil {
 		return errors.New("app: Serve before Listen")
+	}
+	if a.ms != nil {
+		go func() {
+			// Shutdown ends it; anything else is worth a line, not the
+			// app: pages do not need the metrics.
+			if err := a.ms.Serve(a.mln); !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("the metrics listener stopped", "addr", a.mln.Addr().String(), "err", err)
+			}
+		}()
 	}
 	err := a.hs.Serve(a.ln)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -151,6 +192,10 @@ func (a *App) Start(addr string) error {
 func (a *App) Shutdown(ctx context.Context) error {
 	if a.hs == nil {
 		return nil // never listened
+	}
+	if a.ms != nil {
+		a.ms.Shutdown(ctx) // nothing there is worth waiting for past ctx
+		a.mln.Close()      // in case Serve never ran
 	}
 	if err := a.hs.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)

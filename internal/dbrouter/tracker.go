@@ -486,6 +486,11 @@ func (t *tracker) pollOnce(ctx context.Context, m *member) {
 		return
 	}
 	old := m.health
+	if h.Err != "" && h.Err != old.Err {
+		// Once per new reason, not per poll: the pages show the reason
+		// to admins only, so the log is where everyone else looks.
+		t.r.log.Warn("node unreachable", "node", name, "err", h.Err)
+	}
 	if old.Up && (!h.Up || !h.started.Equal(old.started)) {
 		// Gone down, or restarted between two polls: every pooled
 		// connection is broken, and each would fail a read on its way out.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -57,8 +58,22 @@ func statusOf(err error) (int, string) {
 	return http.StatusInternalServerError, "Something went wrong on our side."
 }
 
+// statusClientClosedRequest is nginx's 499: the client left before the
+// answer. Nobody receives it; the request log and the metrics count it
+// apart from the server's own failures.
+const statusClientClosedRequest = 499
+
 // serverError renders the error page for err, logging what is unexpected.
 func (s *Server) serverError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		// The client closed the connection (or the stream) while the
+		// request ran, so its queries were cancelled: that is not Quest
+		// failing, and counting it as a 500 at ERROR would let anyone
+		// who hangs up inflate the error rate. No page: nobody reads it.
+		s.log.DebugContext(r.Context(), "client left before the answer", slog.String("path", r.URL.Path), slog.Any("err", err))
+		w.WriteHeader(statusClientClosedRequest)
+		return
+	}
 	status, msg := statusOf(err)
 	if errors.Is(err, store.ErrUserGone) {
 		s.endSession(r)
@@ -96,7 +111,13 @@ func (s *Server) endSession(r *http.Request) {
 func (s *Server) sessionError(w http.ResponseWriter, r *http.Request, err error) {
 	// Drop what the handler already put in the header (a redirect's
 	// Location, a flash cookie): it described a response that is not sent.
-	clear(w.Header())
+	// The security headers and Cache-Control describe this one too.
+	h := w.Header()
+	for name := range h {
+		if !keptHeader(name) {
+			delete(h, name)
+		}
+	}
 	s.serverError(w, r, err)
 	if cw, ok := w.(*consistencyWriter); ok {
 		cw.seal()

@@ -25,6 +25,7 @@ type homePage struct {
 // the router's tracker last saw them: the page asks no node itself.
 func (s *Server) handleHome(w http.ResponseWriter, r *http.Request) {
 	view := s.router.Inspect()
+	hideErrors(&view, r)
 	health := s.router.Health()
 	page := homePage{Strategy: s.router.Strategy(), ReplErr: view.ReplErr}
 	for i, n := range view.Nodes {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"net/netip"
 	"strconv"
 
 	"github.com/go-chi/chi/v5"
@@ -19,6 +20,7 @@ import (
 type metrics struct {
 	registry *prometheus.Registry
 	requests *prometheus.CounterVec
+	http     http.Handler // the Prometheus text format of registry
 }
 
 func newMetrics(r *dbrouter.Router) *metrics {
@@ -30,6 +32,7 @@ func newMetrics(r *dbrouter.Router) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&routerCollector{r: r})
+	m.http = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 	return m
 }
 
@@ -50,8 +53,44 @@ func (m *metrics) count(next http.Handler) http.Handler {
 	})
 }
 
-func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+// handleMetrics serves /metrics on the main listener, which may face a
+// network: the metrics describe the process (memory, file descriptors,
+// goroutines) and the cluster, so they go only to requests from this
+// machine — Prometheus scraping it locally — and not to those a proxy on
+// this machine forwards, which look local too. With a listener of their
+// own (Config.MetricsElsewhere) they are not served here at all.
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case s.metricsElsewhere:
+		http.NotFound(w, r)
+	case !fromThisMachine(r):
+		http.Error(w, "/metrics answers requests from this machine only; serve it with --metrics-addr to scrape it from elsewhere", http.StatusForbidden)
+	default:
+		s.metrics.http.ServeHTTP(w, r)
+	}
+}
+
+// fromThisMachine reports whether r came from a loopback address, not
+// forwarded by a proxy.
+func fromThisMachine(r *http.Request) bool {
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Real-Ip"} {
+		if r.Header.Get(h) != "" {
+			return false
+		}
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// Metrics is the Prometheus endpoint alone, for a listener of its own
+// (quest serve --metrics-addr): GET and HEAD /metrics, to whoever reaches
+// that listener, and 404 for every other path. Its own requests are not
+// counted in quest_http_requests_total.
+func (s *Server) Metrics() http.Handler {
+	r := chi.NewRouter()
+	r.Use(secureHeaders, middleware.GetHead)
+	r.Method(http.MethodGet, "/metrics", s.metrics.http)
+	return r
 }
 
 // routerCollector reads the router's counters and the tracker's view at

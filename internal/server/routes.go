@@ -3,6 +3,7 @@ package server
 import (
 	"io/fs"
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -13,24 +14,28 @@ import (
 // routes is the whole URL map at a glance.
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
+	r.Use(secureHeaders) // first: every response carries them, refusals included
 	r.Use(middleware.RequestID)
 	r.Use(s.metrics.count)
 	r.Use(s.logRequests)
 	r.Use(s.recoverPanics)
+	r.Use(middleware.GetHead) // every GET route answers HEAD
 	r.Use(s.consistency)
 	r.Use(s.limitBodies)
 
 	static, _ := fs.Sub(web.FS, "static")
-	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
+	r.Get("/static/*", handleStatic(static))
 	r.Get("/healthz", s.handleHealthz)
-	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
-	r.Get("/lab/state", s.handleLabState)
+	r.Get("/metrics", s.handleMetrics)
+	r.With(noStore).Get("/lab/state", s.handleLabState)
 
-	// Pages: their reads keep their SQL for the panel; cross-origin
-	// protection on every state-changing request, then the session (scs
-	// saves it on the first write), then who is signed in, then the
-	// strategy they chose for their own session, if the lab allows it.
+	// Pages: kept out of every cache (each names who is signed in); their
+	// reads keep their SQL for the panel; cross-origin protection on every
+	// state-changing request, then the session (scs saves it on the first
+	// write), then who is signed in, then the strategy they chose for
+	// their own session, if the lab allows it.
 	r.Group(func(r chi.Router) {
+		r.Use(noStore)
 		r.Use(keepSQL)
 		r.Use(s.crossOrigin.Handler)
 		r.Use(s.sessions.LoadAndSave)
@@ -76,8 +81,28 @@ func (s *Server) routes() http.Handler {
 			s.serverError(w, r, problem(http.StatusNotFound, "There is no page here."))
 		})
 		r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allowed(r))
 			s.serverError(w, r, problem(http.StatusMethodNotAllowed, "That method is not allowed here."))
 		})
 	})
 	return r
+}
+
+// allowed lists the methods the request's path answers, for a 405's Allow
+// header: chi calls a custom 405 handler without them. HEAD comes with
+// GET (GetHead).
+func allowed(r *http.Request) string {
+	rctx := chi.RouteContext(r.Context())
+	path := r.URL.RawPath // what chi routes on, as GetHead does
+	if path == "" {
+		path = r.URL.Path
+	}
+	var methods []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if rctx.Routes.Match(chi.NewRouteContext(), m, path) ||
+			m == http.MethodHead && rctx.Routes.Match(chi.NewRouteContext(), http.MethodGet, path) {
+			methods = append(methods, m)
+		}
+	}
+	return strings.Join(methods, ", ")
 }

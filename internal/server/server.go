@@ -44,6 +44,10 @@ type Config struct {
 	// with Levers, on the same cluster handle: the server pulls one lever
 	// at a time.
 	HA HALevers
+	// MetricsElsewhere says /metrics has a listener of its own, served
+	// by Server.Metrics: the main handler's /metrics then answers 404.
+	// Without it, the main handler serves /metrics to loopback only.
+	MetricsElsewhere bool
 	// PatroniMembers, when set, asks Patroni what it says of each member,
 	// by name; the pages use it for a member the router's own Patroni
 	// discovery does not list. Asked once a second, in the background.
@@ -71,6 +75,8 @@ type Server struct {
 	history     history
 	recent      recentLog // each session's last page views, for the lab
 	metrics     *metrics
+
+	metricsElsewhere bool // /metrics is served by Metrics, on a listener of its own
 
 	// defaultStrategy is the strategy in force at start, which the lab's
 	// reset returns to; allowOwn lets each signed-in user pick a strategy
@@ -126,6 +132,8 @@ func New(cfg Config) (*Server, error) {
 		signups: newSignupLimiter(cfg.SignupsPerHourPerAddr),
 		levers:  cfg.Levers,
 		ha:      cfg.HA,
+
+		metricsElsewhere: cfg.MetricsElsewhere,
 
 		defaultStrategy: cfg.Router.Strategy(),
 	}

@@ -35,6 +35,7 @@ type testApp struct {
 	router *dbrouter.Router
 	store  *store.Store
 	c      *cluster.Cluster
+	app    *app.App
 }
 
 // newApp serves Quest, wired as `quest serve` wires it, with the given
@@ -66,7 +67,7 @@ func startApp(t *testing.T, s dbrouter.Strategy, levers server.Levers, tweaks ..
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Close)
-	return &testApp{URL: a.URL(), router: a.Router, store: a.Store, c: c}
+	return &testApp{URL: a.URL(), router: a.Router, store: a.Store, c: c, app: a}
 }
 
 // client is a browser-like client: a cookie jar, redirects not followed.

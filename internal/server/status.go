@@ -27,6 +27,7 @@ type statusPage struct {
 // each node; JSON for Accept: application/json.
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	view := s.router.Inspect()
+	hideErrors(&view, r)
 	lab := s.labState()
 	page := statusPage{Strategy: s.router.Strategy().String(), Replication: view.Replication, ReplErr: view.ReplErr,
 		Nodes: view.Nodes, Router: lab.Nodes, Primary: lab.Primary, Patroni: lab.Patroni}
@@ -45,4 +46,26 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.render(w, r, http.StatusOK, "status.html", page)
+}
+
+// nodeUnreachable is what a node the router cannot reach is to anyone but
+// an admin.
+const nodeUnreachable = "node unreachable"
+
+// hideErrors keeps the connection errors in view for admins: the driver's
+// words name the database user, the database, the host and the port,
+// which are nobody else's business. Everyone else reads "node
+// unreachable"; the log has the detail (the router logs each new error).
+func hideErrors(view *dbrouter.ClusterView, r *http.Request) {
+	if u := currentUser(r); u != nil && u.IsAdmin {
+		return
+	}
+	for i := range view.Nodes {
+		if view.Nodes[i].Err != "" {
+			view.Nodes[i].Err = nodeUnreachable
+		}
+	}
+	if view.ReplErr != "" {
+		view.ReplErr = "the primary did not answer"
+	}
 }
