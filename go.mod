@@ -13,7 +13,6 @@ require (
 	github.com/spaolacci/murmur3 v1.1.0
 	golang.org/x/crypto v0.59.0
 	golang.org/x/sync v0.25.0
-	golang.org/x/time v0.16.0
 )
 
 require (
