@@ -154,20 +154,6 @@ func (h *history) snapshot() []sample {
 	return slices.Clone(h.samples)
 }
 
-func (s *Server) sampleHistory(ctx context.Context) {
-	defer s.background.Done()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-tick.C:
-			s.history.record(s.router, now, s.ops.switchover(now))
-		}
-	}
-}
-
 // nodeState is one node on the lab page and in its JSON. The words are
 // the page's: the JSON carries them so the live table says the same.
 type nodeState struct {

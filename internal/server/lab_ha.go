@@ -220,27 +220,18 @@ func (c *patroniCache) get(member string) (dbrouter.Patroni, bool) {
 	return p, ok
 }
 
-// askPatroni asks Patroni about every member every interval, so that pages
-// answer from memory; a slow answer delays only the next question.
-func (s *Server) askPatroni(ctx context.Context, ask func(context.Context) (map[string]dbrouter.Patroni, error), every time.Duration) {
-	defer s.background.Done()
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		members, err := ask(actx)
-		cancel()
-		if members != nil {
-			s.patroni.members.Store(&members)
-		}
-		if err != nil && ctx.Err() == nil {
-			s.log.Debug("ask Patroni", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+// askPatroni asks Patroni about every member once (the server does so
+// every second), so that pages answer from memory.
+
+func (s *Server) askPatroni(ctx context.Context, ask func(context.Context) (map[string]dbrouter.Patroni, error)) {
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	members, err := ask(actx)
+	cancel()
+	if members != nil {
+		s.patroni.members.Store(&members)
+	}
+	if err != nil && ctx.Err() == nil {
+		s.log.Debug("ask Patroni", "err", err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"math"
 	"net"
 	"net/http"
@@ -181,22 +180,12 @@ func (l *signupLimiter) prune(now time.Time) {
 	l.addrs.prune(now)
 }
 
-// pruneLimits drops the limiters' refilled entries every so often, so a
-// burst from many addresses is forgotten when it is over rather than at
-// the next sign-in.
-func (s *Server) pruneLimits(ctx context.Context, every time.Duration) {
-	defer s.background.Done()
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-tick.C:
-			s.logins.prune(now)
-			s.signups.prune(now)
-		}
-	}
+// pruneLimits drops the limiters' refilled entries; the server does it
+// every so often, so a burst from many addresses is forgotten when it is
+// over rather than at the next sign-in.
+func (s *Server) pruneLimits(now time.Time) {
+	s.logins.prune(now)
+	s.signups.prune(now)
 }
 
 // addrKey is what the limits count a request against: its remote IP, or

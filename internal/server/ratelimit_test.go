@@ -95,8 +95,7 @@ func TestPruneLimitsRunsUntilClose(t *testing.T) {
 	s.logins.failed("luke", long)
 	s.signups.admit("192.0.2.1", long)
 	ctx, cancel := context.WithCancel(context.Background())
-	s.background.Add(1)
-	go s.pruneLimits(ctx, 5*time.Millisecond)
+	s.every(ctx, 5*time.Millisecond, false, s.pruneLimits)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s.logins.mu.Lock()

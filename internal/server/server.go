@@ -158,13 +158,11 @@ func New(cfg Config) (*Server, error) {
 	s.ops.init()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.backgroundCtx, s.stopBackground = ctx, cancel
-	s.background.Add(3)
-	go s.cleanSessions(ctx, 10*time.Minute)
-	go s.pruneLimits(ctx, 30*time.Second)
-	go s.sampleHistory(ctx)
-	if cfg.PatroniMembers != nil {
-		s.background.Add(1)
-		go s.askPatroni(ctx, cfg.PatroniMembers, time.Second)
+	s.every(ctx, 10*time.Minute, false, func(time.Time) { s.cleanSessions(ctx) })
+	s.every(ctx, 30*time.Second, false, s.pruneLimits)
+	s.every(ctx, time.Second, false, func(now time.Time) { s.history.record(s.router, now, s.ops.switchover(now)) })
+	if ask := cfg.PatroniMembers; ask != nil {
+		s.every(ctx, time.Second, true, func(time.Time) { s.askPatroni(ctx, ask) })
 	}
 	return s, nil
 }
@@ -178,22 +176,34 @@ func (s *Server) Close() {
 	s.background.Wait()
 }
 
-// cleanSessions deletes expired sessions now and then.
-func (s *Server) cleanSessions(ctx context.Context, every time.Duration) {
-	defer s.background.Done()
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if n, err := s.store.DeleteExpiredSessions(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("clean expired sessions", "err", err)
-			} else if n > 0 {
-				s.log.Info("cleaned expired sessions", "count", n)
+// every runs f every d (and at once, with now) as the server's background
+// work, until the server closes.
+func (s *Server) every(ctx context.Context, d time.Duration, now bool, f func(time.Time)) {
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		if now {
+			f(time.Now())
+		}
+		tick := time.NewTicker(d)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case t := <-tick.C:
+				f(t)
 			}
 		}
+	}()
+}
+
+// cleanSessions deletes expired sessions.
+func (s *Server) cleanSessions(ctx context.Context) {
+	if n, err := s.store.DeleteExpiredSessions(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("clean expired sessions", "err", err)
+	} else if n > 0 {
+		s.log.Info("cleaned expired sessions", "count", n)
 	}
 }
 
