@@ -222,7 +222,6 @@ func (c *patroniCache) get(member string) (dbrouter.Patroni, bool) {
 
 // askPatroni asks Patroni about every member once (the server does so
 // every second), so that pages answer from memory.
-
 func (s *Server) askPatroni(ctx context.Context, ask func(context.Context) (map[string]dbrouter.Patroni, error)) {
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	members, err := ask(actx)
