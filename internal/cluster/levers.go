@@ -2,30 +2,41 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"syscall"
 	"time"
 
+	"quest/internal/levers"
 	"quest/internal/poll"
 )
 
 // The lag levers below connect as the lever role, which holds just the
 // grants it needs: a running app never needs a superuser to pull them.
+// The SQL is the levers package's, which pulls them on any cluster.
 
 // Pause pauses WAL replay on a replica: it keeps receiving WAL but applies
 // none, so its data stops moving.
 func (c *Cluster) Pause(ctx context.Context, name string) error {
-	return c.onReplica(ctx, name, "pause replay on", `SELECT pg_wal_replay_pause()`)
+	n, err := c.replica(name, "pause replay on")
+	if err != nil {
+		return err
+	}
+	return startHint(n, levers.Pause(ctx, n.Name, c.LeverURL(n)))
 }
 
 // Resume resumes WAL replay on a replica.
 func (c *Cluster) Resume(ctx context.Context, name string) error {
-	return c.onReplica(ctx, name, "resume replay on", `SELECT pg_wal_replay_resume()`)
+	n, err := c.replica(name, "resume replay on")
+	if err != nil {
+		return err
+	}
+	return startHint(n, levers.Resume(ctx, n.Name, c.LeverURL(n)))
 }
 
 // MaxDelay bounds SetDelay: a longer delay is a mistake, not a lesson.
-const MaxDelay = time.Hour
+const MaxDelay = levers.MaxDelay
 
 // SetDelay sets a replica's recovery_min_apply_delay without a restart; 0
 // removes it. It returns once the new value is in force: pg_reload_conf()
@@ -35,58 +46,37 @@ func (c *Cluster) SetDelay(ctx context.Context, name string, d time.Duration) er
 	if d < 0 || d > MaxDelay {
 		return fmt.Errorf("delay %s out of range; use 0 to %s", d, MaxDelay)
 	}
-	ms := d.Milliseconds()
+	n, err := c.replica(name, "set the apply delay of")
+	if err != nil {
+		return err
+	}
 	if c.st.HA != nil {
-		if err := c.keepDelay(ctx, name, ms); err != nil {
+		if err := c.keepDelay(ctx, name, d.Milliseconds()); err != nil {
 			return err
 		}
 	}
-	set := fmt.Sprintf("ALTER SYSTEM SET recovery_min_apply_delay = '%dms'", ms)
-	if err := c.onReplica(ctx, name, "set the apply delay of", set, `SELECT pg_reload_conf()`); err != nil {
-		return err
-	}
-	n, _ := c.Node(name)
-	conn, err := connect(ctx, c.LeverURL(n))
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	// Each query lets the backend process a pending reload first.
-	return poll.Until(ctx, 10*time.Second, 5*time.Millisecond, n.Name+"'s recovery_min_apply_delay to take the new value", func(ctx context.Context) (bool, error) {
-		var setting int64
-		err := conn.QueryRow(ctx, `SELECT setting::bigint FROM pg_settings WHERE name = 'recovery_min_apply_delay'`).Scan(&setting)
-		return err == nil && setting == ms, err
-	})
+	return startHint(n, levers.SetDelay(ctx, n.Name, c.LeverURL(n), d))
 }
 
-// onReplica runs statements as the lever role on a node that must be a
-// replica in recovery.
-func (c *Cluster) onReplica(ctx context.Context, name, action string, stmts ...string) error {
+// replica returns the named node, refusing the leader: action is what the
+// lever would have done.
+func (c *Cluster) replica(name, action string) (Node, error) {
 	n, err := c.Node(name)
 	if err != nil {
-		return err
+		return Node{}, err
 	}
 	if n.Leader() {
-		return fmt.Errorf("cannot %s the leader: it replays no WAL; name a replica (%s)", action, strings.Join(c.replicaNames(), ", "))
+		return Node{}, fmt.Errorf("cannot %s the leader: it replays no WAL; name a replica (%s)", action, strings.Join(c.replicaNames(), ", "))
 	}
-	conn, err := connect(ctx, c.LeverURL(n))
-	if err != nil {
-		return fmt.Errorf("%s is not reachable (start it with: quest cluster start %s): %w", n.Name, n.Name, err)
+	return n, nil
+}
+
+// startHint says how to start a node a lever could not reach.
+func startHint(n Node, err error) error {
+	if errors.Is(err, levers.ErrUnreachable) {
+		return fmt.Errorf("%w (start it with: quest cluster start %s)", err, n.Name)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var inRecovery bool
-	if err := conn.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
-		return fmt.Errorf("%s: %w", n.Name, err)
-	}
-	if !inRecovery {
-		return fmt.Errorf("cannot %s %s: it is not in recovery (promoted?)", action, n.Name)
-	}
-	for _, s := range stmts {
-		if _, err := conn.Exec(ctx, s); err != nil {
-			return fmt.Errorf("%s: %s: %w", n.Name, s, err)
-		}
-	}
-	return nil
+	return err
 }
 
 func (c *Cluster) replicaNames() []string {
