@@ -17,15 +17,25 @@ import (
 	"quest/internal/store"
 )
 
-// Levers pull the local cluster's lag levers; *cluster.Cluster is one.
-// They act through the cluster's lever role, never a superuser.
+// Levers pull a cluster's lag levers: pause and resume replay, set the
+// apply delay. They act through the cluster's lever role, never a
+// superuser, so any cluster with that role has them (*levers.Replicas on
+// any cluster, *cluster.Cluster on the local one).
 type Levers interface {
 	Pause(ctx context.Context, node string) error
 	Resume(ctx context.Context, node string) error
 	SetDelay(ctx context.Context, node string, d time.Duration) error
+}
+
+// Launcher stops and starts nodes: levers that are also a Launcher (the
+// local launcher's *cluster.Cluster) get Stop and Start on /lab too.
+type Launcher interface {
 	Stop(ctx context.Context, node string, immediate bool) error
 	Start(ctx context.Context, node string) error
 }
+
+// noLauncher says why /lab has no Stop and Start.
+const noLauncher = "Stop and start need the local launcher (quest serve with the cluster of quest cluster up): on another cluster, stop and start a replica where it runs (quest cluster stop replica1, docker-compose stop replica1)."
 
 // sample is one second of the lab's live chart.
 type sample struct {
@@ -334,6 +344,8 @@ type labPage struct {
 	SignedIn   bool
 	Admin      bool
 	Levers     bool
+	Launcher   bool   // the levers also stop and start nodes
+	NoLauncher string // why they do not, when they do not
 	HA         bool   // the app manages a Patroni cluster: the failover levers
 	HAErr      string // why the last failover lever failed, for admins
 	CausalWait string
@@ -351,7 +363,7 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 		State: s.labState(), Scenarios: s.scenarioViews(), Facts: strategyTable(choices, s.router.CausalWait(), s.router.TimedDelay()),
 		Choices: choices, Default: s.defaultStrategy.String(), ForYou: s.router.StrategyFor(ctx).String(),
 		Chosen: s.sessions.GetString(ctx, keyStrategy), AllowOwn: s.allowOwn.Load(),
-		SignedIn: u != nil, Admin: u != nil && u.IsAdmin, Levers: s.levers != nil, HA: s.ha != nil, CausalWait: seconds(s.router.CausalWait()),
+		SignedIn: u != nil, Admin: u != nil && u.IsAdmin, Levers: s.levers != nil, Launcher: s.launcher != nil, NoLauncher: noLauncher, HA: s.ha != nil, CausalWait: seconds(s.router.CausalWait()),
 	}
 	if op := s.ops.current(); page.Admin && op.Err != nil && page.State.HAOp.Failed {
 		page.HAErr = op.Err.Error()
@@ -424,7 +436,7 @@ const maxLabDelay = 10 * time.Second
 
 func (s *Server) handleLabLever(w http.ResponseWriter, r *http.Request) {
 	if s.levers == nil {
-		s.serverError(w, r, problem(http.StatusNotFound, "This app instance does not manage a local cluster, so it has no levers."))
+		s.serverError(w, r, problem(http.StatusNotFound, "This app instance has no levers: it neither manages the local cluster nor has the lever role's URL (--lever-url)."))
 		return
 	}
 	node, action := chi.URLParam(r, "node"), chi.URLParam(r, "action")
@@ -464,10 +476,16 @@ func (s *Server) handleLabLever(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		err, msg = s.levers.SetDelay(ctx, node, time.Duration(ms)*time.Millisecond), fmt.Sprintf("%s now applies WAL %d ms after commit.", node, ms)
-	case "stop":
-		err, msg = s.levers.Stop(ctx, node, false), node+" stopped."
-	case "start":
-		err, msg = s.levers.Start(ctx, node), node+" started."
+	case "stop", "start":
+		if s.launcher == nil {
+			s.serverError(w, r, problem(http.StatusNotFound, noLauncher))
+			return
+		}
+		if action == "stop" {
+			err, msg = s.launcher.Stop(ctx, node, false), node+" stopped."
+		} else {
+			err, msg = s.launcher.Start(ctx, node), node+" started."
+		}
 	default:
 		s.serverError(w, r, problem(http.StatusNotFound, "Unknown lever "+strconv.Quote(action)+"."))
 		return

@@ -155,7 +155,7 @@ func (s *Server) setLevers(ctx context.Context, want func(i int) leverSetting) (
 			continue
 		}
 		did := n.Name + " " + l.words()
-		if !up {
+		if !up && s.launcher != nil {
 			did = n.Name + " started, " + l.words()
 		}
 		done = append(done, did)
@@ -164,8 +164,8 @@ func (s *Server) setLevers(ctx context.Context, want func(i int) leverSetting) (
 }
 
 func (s *Server) setLever(ctx context.Context, node string, before dbrouter.Health, l leverSetting) error {
-	if !before.Up {
-		if err := s.levers.Start(ctx, node); err != nil {
+	if !before.Up && s.launcher != nil {
+		if err := s.launcher.Start(ctx, node); err != nil {
 			return err
 		}
 	}

@@ -36,8 +36,9 @@ type Config struct {
 	// SignupsPerHourPerAddr limits the accounts made from one address;
 	// default 20. The lab and tests raise it too.
 	SignupsPerHourPerAddr int
-	// Levers, when the app manages the local cluster, let admins pause,
-	// delay, stop and start replicas from /lab.
+	// Levers, when the app has the lever role's URL or manages the local
+	// cluster, let admins pause replay on replicas and delay it from
+	// /lab; levers that are also a Launcher stop and start them too.
 	Levers Levers
 	// HA, when the cluster the app manages is a Patroni cluster, lets
 	// admins switch over, crash and start its members from /lab. Set it
@@ -69,6 +70,7 @@ type Server struct {
 
 	crossOrigin *http.CrossOriginProtection
 	levers      Levers
+	launcher    Launcher // nil unless the levers also stop and start nodes
 	ha          HALevers
 	ops         clusterOps // one lever at a time, and the failover lever's progress
 	patroni     patroniCache
@@ -137,6 +139,7 @@ func New(cfg Config) (*Server, error) {
 
 		defaultStrategy: cfg.Router.Strategy(),
 	}
+	s.launcher, _ = cfg.Levers.(Launcher)
 	s.metrics = newMetrics(cfg.Router)
 	sm := scs.New()
 	sm.Store = cfg.Store.Sessions(func(data []byte) int64 { return sessionUserID(sm.Codec, data) })
