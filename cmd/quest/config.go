@@ -33,6 +33,10 @@ type config struct {
 	// from (--patroni-url, $QUEST_PATRONI_URL; a local Patroni cluster's
 	// own when the URLs came from it).
 	PatroniURLs []string
+	// LeverURL is the lever role's URL for the replicas (--lever-url,
+	// $QUEST_LEVER_URL): /lab's pause, resume and apply delay on a
+	// cluster serve does not manage. Ignored when it manages one.
+	LeverURL string
 
 	// PGBin is the PostgreSQL bin directory to use (--pg-bin, $QUEST_PG_BIN);
 	// empty means search the machine (cluster.FindBinDir).
@@ -96,6 +100,8 @@ func (e environment) addFlags(fs *flag.FlagSet, cfg *config, groups flagGroup) {
 		fs.DurationVar(&cfg.PollInterval, "poll-interval", 100*time.Millisecond, "how often the lag tracker polls each node")
 		fs.DurationVar(&cfg.MaxLag, "max-lag", 30*time.Second, "a replica further behind than this gets no reads")
 		fs.Int64Var(&cfg.MaxLagMB, "max-lag-mb", 64, "a replica further behind than this many MB gets no reads")
+		fs.StringVar(&cfg.LeverURL, "lever-url", e.getenv("QUEST_LEVER_URL"),
+			"the lever role's URL, postgres://quest_lever:PASSWORD@host:port/quest ($QUEST_LEVER_URL): /lab pauses,\nresumes and delays replay through it on a cluster serve does not manage; each replica's host and port\nreplace the URL's own")
 		fs.StringVar(&cfg.flagPatroni, "patroni-url", "", "comma-separated Patroni REST API URLs, any member's (default $QUEST_PATRONI_URL):\nthe nodes are then Patroni's members, followed as they come and go")
 		fs.IntVar(&cfg.LoginLimit, "login-limit", 30, "failed sign-in attempts per minute from one address")
 		fs.IntVar(&cfg.SignupLimit, "signup-limit", 20, "new accounts per hour from one address")

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +48,12 @@ func TestCommandLineErrorsAreOneLine(t *testing.T) {
 	taken := l.Addr().(*net.TCPAddr).Port
 	fresh := filepath.Join(t.TempDir(), "fresh")
 	replicaEnv := map[string]string{"DATABASE_URL": c.ReplicaURLs()[0]}
+	leverEnv := func(leverURL string) map[string]string {
+		return map[string]string{"DATABASE_URL": c.PrimaryURL(), "REPLICA_URLS": strings.Join(c.ReplicaURLs(), ","),
+			"QUEST_SESSION_KEY": strings.Repeat("k", 32), "QUEST_LEVER_URL": leverURL}
+	}
+	wrongLever, _ := url.Parse(c.LeverURL(c.Nodes()[0]))
+	wrongLever.User = url.UserPassword(cluster.LeverRole, "not-the-password")
 
 	tests := []struct {
 		name string
@@ -68,6 +75,8 @@ func TestCommandLineErrorsAreOneLine(t *testing.T) {
 		{"lab faults without a cluster", nil, []string{"lab", "faults", "--dir", fresh}, "no Quest cluster here"},
 		{"lab unknown action", nil, []string{"lab", "explode"}, "lab needs an action: run or faults"},
 		{"lab unknown strategy", nil, []string{"lab", "run", "--strategies", "random,fastest", "--dir", c.Dir()}, `unknown strategy "fastest"`},
+		{"serve with a lever URL that is not one", leverEnv("mysql://quest_lever@db/quest"), []string{"serve", "--addr", "127.0.0.1:0"}, "--lever-url: the lever URL"},
+		{"serve with a wrong lever password", leverEnv(wrongLever.String()), []string{"serve", "--addr", "127.0.0.1:0"}, "refuses the lever role"},
 		{"dbshell unknown node", nil, []string{"dbshell", "--database", "replica9", "--dir", c.Dir()}, `unknown node "replica9"`},
 	}
 	for _, tt := range tests {

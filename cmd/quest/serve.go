@@ -57,11 +57,19 @@ func (e environment) serve(ctx context.Context, args []string) error {
 		SignupsPerHourPerAddr:  cfg.SignupLimit,
 		MetricsAddr:            cfg.MetricsAddr,
 	}
+	managed := false
 	if cfg.FromCluster != "" {
 		if c, err := cluster.Open(cfg.FromCluster); err == nil {
 			// The app manages the local cluster: /lab gets its levers, and
 			// on a Patroni cluster the failover levers too.
 			appCfg.ManageCluster(c)
+			managed = true
+		}
+	}
+	if cfg.LeverURL != "" && !managed {
+		// Another cluster (the Docker stack's): the levers that are SQL.
+		if err := appCfg.UseLeverURL(ctx, cfg.LeverURL); err != nil {
+			return fmt.Errorf("--lever-url: %w", err)
 		}
 	}
 	a, err := app.New(ctx, appCfg)

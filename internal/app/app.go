@@ -18,6 +18,7 @@ import (
 
 	"quest/internal/cluster"
 	"quest/internal/dbrouter"
+	"quest/internal/levers"
 	"quest/internal/server"
 	"quest/internal/store"
 )
@@ -33,8 +34,9 @@ type Config struct {
 	// SignupsPerHourPerAddr limits the accounts made from one address;
 	// 0 means the server's default.
 	SignupsPerHourPerAddr int
-	// Levers, when the app manages the local cluster, let admins pull
-	// replication levers from /lab.
+	// Levers, when the app manages the local cluster (ManageCluster) or
+	// has the lever role's URL (UseLeverURL), let admins pull replication
+	// levers from /lab.
 	Levers server.Levers
 	// HA, when that cluster is a Patroni cluster, lets admins switch over,
 	// crash and start its members from /lab; PatroniMembers tells the
@@ -236,6 +238,38 @@ func (cfg *Config) ManageCluster(c *cluster.Cluster) {
 	if view, err := cluster.Open(c.Dir()); err == nil {
 		cfg.PatroniMembers = askMembers(view)
 	}
+}
+
+// UseLeverURL gives /lab the lag levers of a cluster the app does not
+// manage (the Docker stack, say), through the lever role: pause, resume
+// and the apply delay of each replica of Router.ReplicaURLs, by the name
+// the router gives it. leverURL names the role, its password and the
+// database; each replica's host and port come from its own URL (see
+// levers.ForReplicas). Stop and start stay with whatever runs the
+// cluster. It signs in as the lever role on each replica that answers, so
+// a wrong role or password is said now, not at the first lever. Call it
+// after setting Router's URLs.
+func (cfg *Config) UseLeverURL(ctx context.Context, leverURL string) error {
+	if len(cfg.Router.ReplicaURLs) == 0 {
+		return errors.New("the lever URL needs the replicas' URLs (REPLICA_URLS or --replica-urls)")
+	}
+	byName := make(map[string]string, len(cfg.Router.ReplicaURLs))
+	for _, u := range cfg.Router.ReplicaURLs {
+		name, err := dbrouter.NodeName(u)
+		if err != nil {
+			return err
+		}
+		byName[name] = u
+	}
+	l, err := levers.ForReplicas(leverURL, byName)
+	if err != nil {
+		return err
+	}
+	if err := l.Check(ctx); err != nil {
+		return err
+	}
+	cfg.Levers = l
+	return nil
 }
 
 // namedMemberURL gives a cluster member's URL the member's name as its
