@@ -327,14 +327,14 @@ func TestLabWithoutLeversSaysSo(t *testing.T) {
 	if r := admin.post("/lab/scenarios/lightsaber", nil); r.status != http.StatusSeeOther {
 		t.Fatalf("set up: %d\n%s", r.status, r.body)
 	}
-	want(t, admin.get("/lab"), http.StatusOK, "does not manage a cluster, so it pulled no lever", "quest cluster pause replica1")
+	want(t, admin.get("/lab"), http.StatusOK, "has no levers (it does not manage the local cluster and has no --lever-url), so it pulled none", "quest cluster pause replica1")
 	if s := a.router.Strategy(); s != dbrouter.Random {
 		t.Fatalf("strategy %s, want random", s)
 	}
 	if r := admin.post("/lab/reset", nil); r.status != http.StatusSeeOther {
 		t.Fatalf("reset: %d\n%s", r.status, r.body)
 	}
-	want(t, admin.get("/lab"), http.StatusOK, "no lever touched (this app instance does not manage a cluster)", "strategy back to causal")
+	want(t, admin.get("/lab"), http.StatusOK, "no lever touched (this app instance has no levers: no local cluster, no --lever-url)", "strategy back to causal")
 	if s := a.router.Strategy(); s != dbrouter.Causal {
 		t.Fatalf("strategy %s after reset, want causal", s)
 	}

@@ -227,7 +227,7 @@ func (s *Server) handleLabSetup(w http.ResponseWriter, r *http.Request) {
 	s.router.SetStrategy(sc.Strategy)
 	msg := fmt.Sprintf("Scenario %d (%s) is set up: strategy %s", sc.Number, sc.Title, sc.Strategy)
 	if s.levers == nil {
-		msg += ". This app instance does not manage a cluster, so it pulled no lever: pull them yourself (" + s.leverCommands(sc.lever) + ")"
+		msg += ". This app instance has no levers (it does not manage the local cluster and has no --lever-url), so it pulled none: pull them yourself (" + s.leverCommands(sc.lever) + ")"
 	} else {
 		done, failed := s.setLevers(ctx, sc.lever)
 		if len(failed) > 0 {
@@ -259,7 +259,7 @@ func (s *Server) handleLabReset(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	var said, failed []string
 	if s.levers == nil {
-		said = append(said, "no lever touched (this app instance does not manage a cluster)")
+		said = append(said, "no lever touched (this app instance has no levers: no local cluster, no --lever-url)")
 	} else {
 		release, err := s.takeCluster(ctx)
 		if err != nil {
