@@ -33,8 +33,11 @@ GRANT pg_monitor TO quest_lever;
 GRANT ALTER SYSTEM ON PARAMETER recovery_min_apply_delay TO quest_lever;
 CREATE DATABASE quest OWNER quest;
 -- One physical slot per follower, as pg_basebackup -C -S makes locally.
-SELECT pg_create_physical_replication_slot('replica1');
-SELECT pg_create_physical_replication_slot('replica2');
+-- Reserved now (true): an unreserved slot holds no WAL until a follower
+-- streams from it, and the followers clone at once, each with a fast
+-- checkpoint that can recycle the segment the other's backup still needs.
+SELECT pg_create_physical_replication_slot('replica1', true);
+SELECT pg_create_physical_replication_slot('replica2', true);
 SQL
   # Function privileges live in each database: grant them where the levers connect.
   as_pg psql -v ON_ERROR_STOP=1 -q --username postgres --dbname quest <<'SQL'
