@@ -11,7 +11,7 @@ GOSEC_VERSION       := v2.30.0
 STATICCHECK         := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 GOSEC               := $(TOOLS)/gosec-$(GOSEC_VERSION)/gosec
 
-.PHONY: build run test lint lab faults faults-ha lab-pgpool pgpool2 down purge status compose-up compose-down compose-config fmt vet clean
+.PHONY: build run test lint lab faults faults-ha lab-pgpool pgpool2 down purge status compose-up compose-down compose-config compose-test fmt vet clean
 
 ## build: compile the quest binary into .quest/bin
 build:
@@ -108,6 +108,10 @@ compose-down:
 
 compose-config:
 	docker-compose config -q
+
+## compose-test: build, start, check and take down the compose stack (root; starts dockerd if none runs)
+compose-test:
+	.ci/compose-test
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -14,8 +14,8 @@ done
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "cloning the leader into $PGDATA as $REPLICA_NAME"
   export PGPASSWORD="$QUEST_REPL_PASSWORD"
-  gosu postgres pg_basebackup -D "$PGDATA" -R -X stream -S "$REPLICA_NAME" -c fast \
+  runuser -u postgres -- pg_basebackup -D "$PGDATA" -R -X stream -S "$REPLICA_NAME" -c fast \
     -d "host=$LEADER_HOST port=5432 user=quest_replicator application_name=$REPLICA_NAME"
 fi
 
-exec gosu postgres postgres -D "$PGDATA"
+exec runuser -u postgres -- postgres -D "$PGDATA"
