@@ -23,15 +23,7 @@ import (
 // return of a member; this one checks the command line's side.
 func TestCLIHA(t *testing.T) {
 	testcluster.Long(t)
-	if _, _, err := cluster.FindHATools(); err != nil {
-		if testcluster.InCI() {
-			t.Fatalf("%v (CI=true, so this fails)", err)
-		}
-		t.Skip(err)
-	}
-	if _, err := cluster.FindBinDir(cluster.Search{}); err != nil {
-		testcluster.Get(t) // skips, or fails under CI, as the other tests do
-	}
+	testcluster.NeedHA(t)
 	dir, err := testcluster.NewDir("ha")
 	if err != nil {
 		t.Fatal(err)

@@ -66,15 +66,7 @@ func TestLabFaultsHAFlagErrors(t *testing.T) {
 // make faults-ha.
 func TestLabFaultsHAQuick(t *testing.T) {
 	testcluster.Long(t)
-	if _, _, err := cluster.FindHATools(); err != nil {
-		if testcluster.InCI() {
-			t.Fatalf("%v (CI=true, so this fails)", err)
-		}
-		t.Skip(err)
-	}
-	if _, err := cluster.FindBinDir(cluster.Search{}); err != nil {
-		testcluster.Get(t) // skips, or fails under CI, as the other tests do
-	}
+	testcluster.NeedHA(t)
 	dir, err := testcluster.NewDir("faults-ha")
 	if err != nil {
 		t.Fatal(err)
