@@ -100,7 +100,7 @@ status: build
 
 ## compose-up: the same cluster and app on Docker (needs a Docker engine)
 compose-up:
-	docker-compose up --build -d
+	GOPROXY=$$(go env GOPROXY 2>/dev/null) docker-compose up --build -d
 	@echo "Quest on Docker: http://localhost:8080"
 
 compose-down:

@@ -92,6 +92,10 @@ func TestUsageErrorsNameWhatIsMissing(t *testing.T) {
 		{[]string{"fly"}, `unknown command "fly"; run quest help`},
 		{[]string{"migrate"}, "migrate needs an action: up (apply the migrations) or status (list them)"},
 		{[]string{"migrate", "down"}, `unknown migrate action "down": up or status`},
+		{[]string{"cluster", "init-node"}, "cluster init-node needs --role leader or --role follower"},
+		{[]string{"cluster", "init-node", "--role", "follower"}, "cluster init-node --role follower needs --name, e.g. --name replica1"},
+		{[]string{"cluster", "init-node", "--role", "leader", "--data", fresh}, "cluster init-node --role leader: set POSTGRES_PASSWORD, QUEST_APP_PASSWORD, QUEST_REPL_PASSWORD, QUEST_LEVER_PASSWORD in the environment"},
+		{[]string{"cluster", "init-node", "--role", "follower", "--name", "replica1", "--data", fresh}, "cluster init-node --role follower: set QUEST_REPL_PASSWORD in the environment"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

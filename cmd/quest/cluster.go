@@ -37,6 +37,7 @@ var clusterActions = []clusterAction{
 	{"switchover", nil, "[--to MEMBER]", "HA: hand the leader's role to a replica, planned (Patroni's REST API)"},
 	{"fail", []string{"NODE"}, "[--no-wait]", "HA: crash a member (leader, or its name): SIGKILL its Patroni and PostgreSQL"},
 	{"sweep", []string{"DIR"}, "", "stop and purge every cluster under DIR (test clean-up)"},
+	{"init-node", nil, "--role leader|follower [--name N] [--leader H:P] [--data D]", "set up one node in place, as the docker-compose images do (docs/docker.md)"},
 }
 
 // rest is what the action takes: its arguments and its own flags.
@@ -85,6 +86,9 @@ func (e environment) cluster(ctx context.Context, args []string) error {
 	}
 	if a.name == "" {
 		return usagef("unknown cluster action %q; run quest cluster help", args[0])
+	}
+	if a.name == "init-node" {
+		return e.clusterInitNode(ctx, a, args[1:])
 	}
 	fs := e.newFlags("cluster "+a.name, "cluster "+a.line()+"\n\n"+a.what)
 	var cfg config

@@ -183,10 +183,13 @@ func get(t *testing.T, url string) string {
 	return string(b)
 }
 
-// TestComposeMatchesLauncher validates docker-compose.yml with
-// docker-compose itself and checks that the leader's image sets what the
-// local launcher sets.
-func TestComposeMatchesLauncher(t *testing.T) {
+// TestComposeFile validates docker-compose.yml with docker-compose itself,
+// and checks what the file promises: four services, ports on 127.0.0.1
+// only, every image built from the repository root with the app's build
+// stage (so Docker builds quest once), and database images that set their
+// node up with `quest cluster init-node` rather than a copy of the
+// launcher's settings and roles. make compose-test runs the stack itself.
+func TestComposeFile(t *testing.T) {
 	bin, err := exec.LookPath("docker-compose")
 	if err != nil {
 		if testcluster.InCI() {
@@ -213,18 +216,54 @@ func TestComposeMatchesLauncher(t *testing.T) {
 			t.Errorf("compose publishes %s beyond 127.0.0.1", p[1])
 		}
 	}
-	leaderFiles, err := filepath.Glob("../../postgres_leader/*")
-	if err != nil || len(leaderFiles) == 0 {
-		t.Fatalf("no postgres_leader files: %v", err)
+	dockerfiles := regexp.MustCompile(`(?m)^\s*dockerfile:\s*(\S+)$`).FindAllStringSubmatch(config, -1)
+	if len(dockerfiles) != 4 {
+		t.Fatalf("compose builds %d images, want 4", len(dockerfiles))
 	}
-	var leaderText strings.Builder
-	for _, f := range leaderFiles {
-		b, _ := os.ReadFile(f)
-		leaderText.Write(b)
+	buildStage := func(path string) string {
+		b, err := os.ReadFile(filepath.Join("../..", path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var instrs []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			if len(instrs) > 0 && strings.HasPrefix(line, "FROM ") {
+				break
+			}
+			instrs = append(instrs, line)
+		}
+		return strings.Join(instrs, "\n")
 	}
-	for _, setting := range cluster.LeaderSettings() {
-		if !strings.Contains(leaderText.String(), setting) {
-			t.Errorf("postgres_leader does not set %q as the local launcher does", setting)
+	app := buildStage("cmd/quest/Dockerfile")
+	for _, d := range dockerfiles {
+		if got := buildStage(d[1]); got != app {
+			t.Errorf("%s's build stage differs from the app's, so Docker builds quest twice:\n%s\nwant:\n%s", d[1], got, app)
+		}
+	}
+	for _, dir := range []string{"postgres_leader", "postgres_follower"} {
+		files, err := filepath.Glob(filepath.Join("../..", dir, "*"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("no %s files: %v", dir, err)
+		}
+		var text strings.Builder
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			text.Write(b)
+		}
+		if !strings.Contains(text.String(), "quest cluster init-node") {
+			t.Errorf("%s does not set its node up with quest cluster init-node", dir)
+		}
+		for _, setting := range cluster.LeaderSettings() {
+			name, _, _ := strings.Cut(setting, " ")
+			if strings.Contains(text.String(), name) {
+				t.Errorf("%s sets %s itself: the setting belongs to internal/cluster, which init-node applies", dir, name)
+			}
+		}
+		if strings.Contains(text.String(), "CREATE ROLE") {
+			t.Errorf("%s creates roles itself: internal/cluster does, through init-node", dir)
 		}
 	}
 }

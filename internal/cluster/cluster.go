@@ -27,6 +27,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -217,7 +218,8 @@ func (c *Cluster) SuperURL(n Node) string {
 }
 
 func pgURL(user, password string, port int, db string) string {
-	return fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable", user, password, port, db)
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Host: fmt.Sprintf("127.0.0.1:%d", port), Path: db, RawQuery: "sslmode=disable"}
+	return u.String()
 }
 
 func (c *Cluster) logf(format string, args ...any) {

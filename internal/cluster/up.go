@@ -259,10 +259,10 @@ func clearStaleRoot(ctx context.Context, dataRoot string) error {
 	return os.RemoveAll(dataRoot)
 }
 
-// sharedSettings are appended to the leader's postgresql.conf; followers
-// inherit them through pg_basebackup and change only the port.
-// postgres_leader/quest.conf gives the docker-compose leader the same
-// settings (a test checks).
+// sharedSettings are appended to a new leader's postgresql.conf; followers
+// inherit them through pg_basebackup and change only the port. The
+// docker-compose stack's nodes get them the same way: its images run
+// `quest cluster init-node` (node.go).
 var sharedSettings = []string{
 	"wal_level = replica",
 	"max_wal_senders = 16",
@@ -279,70 +279,96 @@ var sharedSettings = []string{
 // LeaderSettings returns the postgresql.conf lines every node shares.
 func LeaderSettings() []string { return append([]string(nil), sharedSettings...) }
 
-func leaderConf(port int, socketDir string) string {
-	return fmt.Sprintf("\n# Added by quest cluster up.\nlisten_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\n%s\n",
-		port, socketDir, strings.Join(sharedSettings, "\n"))
+// nodeConf is what a new leader's postgresql.conf gets: where it listens,
+// and the shared settings.
+func nodeConf(listen string, port int, socketDir string) string {
+	return fmt.Sprintf("\n# Added by quest cluster.\nlisten_addresses = %s\nport = %d\nunix_socket_directories = %s\n%s\n",
+		quoteLiteral(listen), port, quoteLiteral(socketDir), strings.Join(sharedSettings, "\n"))
 }
 
 func (c *Cluster) initLeader(ctx context.Context, n Node) error {
-	u := c.st.User
-	pwfile := filepath.Join(c.st.DataRoot, "pwfile")
-	if err := os.WriteFile(pwfile, []byte(c.st.Passwords.Super+"\n"), 0o600); err != nil {
+	if err := initdb(ctx, c.st.User, c.st.BinDir, c.st.DataRoot, n.DataDir, c.st.Passwords.Super); err != nil {
+		return err
+	}
+	return appendFile(n.DataDir, "postgresql.conf", nodeConf("127.0.0.1", n.Port, c.st.SocketDir))
+}
+
+// initdb makes a leader's data directory as the server user: the
+// superuser's password (from a file in workDir, which that user can
+// enter), scram for TCP connections, peer for the socket.
+func initdb(ctx context.Context, u osUser, bindir, workDir, dataDir, superPassword string) error {
+	pwfile := filepath.Join(workDir, "pwfile")
+	if err := os.WriteFile(pwfile, []byte(superPassword+"\n"), 0o600); err != nil {
 		return err
 	}
 	defer os.Remove(pwfile)
 	if err := u.chown(pwfile); err != nil {
 		return err
 	}
-	cmd := u.command(ctx, c.st.DataRoot, filepath.Join(c.st.BinDir, "initdb"),
-		"-D", n.DataDir, "-U", SuperUser, "--pwfile", pwfile,
+	return run(u.command(ctx, workDir, filepath.Join(bindir, "initdb"),
+		"-D", dataDir, "-U", SuperUser, "--pwfile", pwfile,
 		"--auth-host=scram-sha-256", "--auth-local=peer",
-		"-E", "UTF8", "--locale=C", "--no-sync")
-	if err := run(cmd); err != nil {
-		return err
-	}
-	return appendFile(n.DataDir, "postgresql.conf", leaderConf(n.Port, c.st.SocketDir))
+		"-E", "UTF8", "--locale=C", "--no-sync"))
 }
 
 // bootstrap creates the application, replication and lever roles and the
-// application database. The lever role may pause and resume replay and set
-// the apply delay without being a superuser.
+// application database.
 func (c *Cluster) bootstrap(ctx context.Context, leader Node) error {
-	conn, err := connect(ctx, c.SuperURL(leader))
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	p := c.st.Passwords
-	// The passwords are hex strings generated above, safe to quote inline;
-	// role DDL takes no bind parameters.
-	stmts := []string{
-		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", AppRole, p.App),
+	// Patroni creates the replication role when it bootstraps.
+	return runBootstrap(ctx, c.SuperURL(leader), pgURL(SuperUser, c.st.Passwords.Super, leader.Port, Database),
+		c.st.Passwords, c.st.HA == nil)
+}
+
+// bootstrapSQL returns what makes a new leader Quest's: the roles and the
+// application database, run in the "postgres" database, and the lever
+// role's function grants, run in the application database (function
+// privileges live in each database's catalog, and that is where the
+// levers connect). The lever role may pause and resume replay and set the
+// apply delay without being a superuser.
+func bootstrapSQL(p passwords, replRole bool) (inPostgres, inQuest []string) {
+	inPostgres = []string{
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", AppRole, quoteLiteral(p.App)),
 		fmt.Sprintf("GRANT pg_monitor TO %s", AppRole),
 	}
-	if c.st.HA == nil { // Patroni creates the replication role when it bootstraps
-		stmts = append(stmts, fmt.Sprintf("CREATE ROLE %s LOGIN REPLICATION PASSWORD '%s'", ReplRole, p.Repl))
+	if replRole {
+		inPostgres = append(inPostgres, fmt.Sprintf("CREATE ROLE %s LOGIN REPLICATION PASSWORD %s", ReplRole, quoteLiteral(p.Repl)))
 	}
-	stmts = append(stmts,
-		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", LeverRole, p.Lever),
+	inPostgres = append(inPostgres,
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", LeverRole, quoteLiteral(p.Lever)),
 		fmt.Sprintf("GRANT pg_monitor TO %s", LeverRole),
 		fmt.Sprintf("GRANT ALTER SYSTEM ON PARAMETER recovery_min_apply_delay TO %s", LeverRole),
 		fmt.Sprintf("CREATE DATABASE %s OWNER %s", Database, AppRole),
 	)
-	if err := execAll(ctx, conn, stmts); err != nil {
-		return err
-	}
-	// Function privileges live in each database's catalog: grant them in
-	// the database the levers connect to.
-	qconn, err := connect(ctx, pgURL(SuperUser, p.Super, leader.Port, Database))
-	if err != nil {
-		return err
-	}
-	defer qconn.Close(context.WithoutCancel(ctx))
-	return execAll(ctx, qconn, []string{
+	inQuest = []string{
 		fmt.Sprintf("GRANT EXECUTE ON FUNCTION pg_wal_replay_pause(), pg_wal_replay_resume(), pg_reload_conf() TO %s", LeverRole),
-	})
+	}
+	return inPostgres, inQuest
 }
+
+// runBootstrap runs bootstrapSQL as the superuser: postgresURL and
+// questURL reach the "postgres" and the application database.
+func runBootstrap(ctx context.Context, postgresURL, questURL string, p passwords, replRole bool) error {
+	inPostgres, inQuest := bootstrapSQL(p, replRole)
+	for _, step := range []struct {
+		url   string
+		stmts []string
+	}{{postgresURL, inPostgres}, {questURL, inQuest}} {
+		conn, err := connect(ctx, step.url)
+		if err != nil {
+			return err
+		}
+		err = execAll(ctx, conn, step.stmts)
+		conn.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// quoteLiteral quotes s as an SQL string literal (role DDL takes no bind
+// parameters), which postgresql.conf reads the same way.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 func execAll(ctx context.Context, conn *pgx.Conn, stmts []string) error {
 	for _, s := range stmts {
@@ -355,16 +381,36 @@ func execAll(ctx context.Context, conn *pgx.Conn, stmts []string) error {
 }
 
 func (c *Cluster) baseBackup(ctx context.Context, leader, n Node) error {
-	// application_name makes pg_stat_replication tell the followers apart;
-	// -R writes it into primary_conninfo.
-	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s application_name=%s",
-		leader.Port, ReplRole, c.st.Passwords.Repl, n.Name)
-	cmd := c.st.User.command(ctx, c.st.DataRoot, filepath.Join(c.st.BinDir, "pg_basebackup"),
-		"-D", n.DataDir, "-R", "-X", "stream", "-C", "-S", n.Name, "-c", "fast", "--no-sync", "-d", conninfo)
-	if err := run(cmd); err != nil {
+	conninfo := replConninfo("127.0.0.1", leader.Port, c.st.Passwords.Repl, n.Name)
+	if err := run(c.st.User.command(ctx, c.st.DataRoot, filepath.Join(c.st.BinDir, "pg_basebackup"),
+		baseBackupArgs(n.DataDir, conninfo, n.Name, true)...)); err != nil {
 		return fmt.Errorf("%s: %w", n.Name, err)
 	}
 	return appendFile(n.DataDir, "postgresql.conf", fmt.Sprintf("port = %d\n", n.Port))
+}
+
+// replConninfo is how a follower reaches its leader. application_name
+// makes pg_stat_replication tell the followers apart; pg_basebackup -R
+// writes the whole of it into primary_conninfo.
+func replConninfo(host string, port int, password, name string) string {
+	return fmt.Sprintf("host=%s port=%d user=%s password=%s application_name=%s",
+		conninfoValue(host), port, ReplRole, conninfoValue(password), conninfoValue(name))
+}
+
+// conninfoValue quotes a libpq connection-string value.
+func conninfoValue(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
+// baseBackupArgs clone a leader into dataDir as a standby (-R) streaming
+// from the physical slot named after it; create makes the slot (-C),
+// reserving WAL from the start of the backup.
+func baseBackupArgs(dataDir, conninfo, slot string, create bool) []string {
+	args := []string{"-D", dataDir, "-R", "-X", "stream", "-S", slot, "-c", "fast", "--no-sync", "-d", conninfo}
+	if create {
+		args = append(args, "-C")
+	}
+	return args
 }
 
 func appendFile(dir, name, text string) error {
