@@ -24,6 +24,7 @@ func (e environment) clusterInitNode(ctx context.Context, a clusterAction, args 
 	fs.StringVar(&cfg.Role, "role", "", "leader or follower")
 	fs.StringVar(&cfg.Name, "name", "", "a follower's name (replica1): its slot and application_name")
 	fs.StringVar(&cfg.Leader, "leader", "leader:5432", "a follower's leader, host:port")
+	fs.IntVar(&cfg.Replicas, "replicas", 2, "a leader's followers: it makes the slots replica1…replicaN for them")
 	fs.StringVar(&cfg.DataDir, "data", firstNonEmpty(e.getenv("PGDATA"), "/var/lib/postgresql/data"), "the data directory (default $PGDATA); a node already there is left as it is")
 	fs.IntVar(&cfg.Port, "port", 5432, "the port the node serves on")
 	fs.StringVar(&cfg.Listen, "listen", "*", "listen_addresses")

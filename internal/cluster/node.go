@@ -26,6 +26,7 @@ type NodeConfig struct {
 	Listen    string // listen_addresses: "*" in a container
 	SocketDir string // unix_socket_directories
 	Leader    string // a follower's leader, host:port
+	Replicas  int    // a leader's followers: it makes the slots replica1…replicaN for them
 	User      string // OS user that owns the data and runs the server; "" picks as Up does
 	BinDir    string // PostgreSQL bin directory; "" searches the usual places
 	Log       io.Writer
@@ -42,9 +43,9 @@ type NodeConfig struct {
 //     decides who can reach it), then the roles and the database, on a
 //     server it starts on a free loopback port and stops again — so
 //     nothing can connect before the roles exist;
-//   - a follower: waits for the leader, then pg_basebackup from it into
-//     its slot, which it creates (or reuses, when the leader kept it from
-//     an earlier clone).
+//   - a follower: waits for the leader, then pg_basebackup from it
+//     through the slot named after it, which the leader made, or which
+//     the follower creates when the leader has none by that name.
 //
 // The caller then runs the server in the foreground.
 func InitNode(ctx context.Context, cfg NodeConfig) error {
@@ -58,6 +59,8 @@ func InitNode(ctx context.Context, cfg NodeConfig) error {
 		return errors.New("no data directory given")
 	case cfg.Port < 1 || cfg.Port > 65535:
 		return fmt.Errorf("port %d: choose between 1 and 65535", cfg.Port)
+	case cfg.Role == "leader" && (cfg.Replicas < 0 || cfg.Replicas > 8):
+		return fmt.Errorf("%d replicas: choose between 0 and 8", cfg.Replicas)
 	case cfg.Role == "follower" && (cfg.Name == "" || cfg.Leader == ""):
 		return errors.New("a follower needs its name and its leader's host:port")
 	case cfg.Role == "follower" && cfg.ReplPassword == "":
@@ -150,8 +153,12 @@ func initLeaderNode(ctx context.Context, cfg NodeConfig, u osUser, bindir, work 
 			err = stopErr
 		}
 	}()
-	fmt.Fprintf(cfg.Log, "leader: creating roles and database\n")
-	if err := runBootstrap(ctx, pgURL(SuperUser, p.Super, ports[0], "postgres"), pgURL(SuperUser, p.Super, ports[0], Database), p, true); err != nil {
+	fmt.Fprintf(cfg.Log, "leader: creating roles, database and %d slots\n", cfg.Replicas)
+	var slots []string
+	for i := 1; i <= cfg.Replicas; i++ {
+		slots = append(slots, ReplicaName(i))
+	}
+	if err := runBootstrap(ctx, pgURL(SuperUser, p.Super, ports[0], "postgres"), pgURL(SuperUser, p.Super, ports[0], Database), p, true, slots); err != nil {
 		return err
 	}
 	fmt.Fprintf(cfg.Log, "leader: set up in %.1fs\n", time.Since(began).Seconds())
@@ -193,13 +200,12 @@ func initFollowerNode(ctx context.Context, cfg NodeConfig, u osUser, bindir, wor
 	fmt.Fprintf(cfg.Log, "%s: pg_basebackup from %s\n", cfg.Name, cfg.Leader)
 	conninfo := replConninfo(host, port, cfg.ReplPassword, cfg.Name)
 	basebackup := filepath.Join(bindir, "pg_basebackup")
-	err = run(u.command(ctx, work, basebackup, baseBackupArgs(cfg.DataDir, conninfo, cfg.Name, true)...))
-	if err != nil && strings.Contains(err.Error(), "already exists") {
-		// The leader kept this follower's slot from an earlier clone (the
-		// follower's data was deleted, the leader's not): stream from it.
-		fmt.Fprintf(cfg.Log, "%s: the leader has a slot %s already; using it\n", cfg.Name, cfg.Name)
+	err = run(u.command(ctx, work, basebackup, baseBackupArgs(cfg.DataDir, conninfo, cfg.Name, false)...))
+	if err != nil && strings.Contains(err.Error(), "does not exist") {
+		// A follower beyond the leader's --replicas: no slot was made for it.
+		fmt.Fprintf(cfg.Log, "%s: the leader has no slot %s; creating it\n", cfg.Name, cfg.Name)
 		clearDir(cfg.DataDir)
-		err = run(u.command(ctx, work, basebackup, baseBackupArgs(cfg.DataDir, conninfo, cfg.Name, false)...))
+		err = run(u.command(ctx, work, basebackup, baseBackupArgs(cfg.DataDir, conninfo, cfg.Name, true)...))
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.Name, err)

@@ -22,36 +22,44 @@ import (
 // InitNode, as the docker-compose images do, runs them, and checks that
 // they are what `quest cluster up` makes: the shared settings, the roles
 // (passwords that need quoting included), the lever grants, the follower
-// streaming from its own slot under its name. A second InitNode leaves
-// both alone; a follower whose data was deleted clones again into the
-// slot the leader kept.
+// streaming from the slot the leader made for it under its name; a
+// follower beyond the leader's replicas makes its own slot. A second
+// InitNode leaves a node alone; a follower whose data was deleted clones
+// again through the slot the leader kept.
 func TestInitNodeGivesTheLaunchersSetUp(t *testing.T) {
 	testcluster.Get(t) // skip or fail alongside the others when PostgreSQL is missing
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	root := nodeRoot(t)
-	ports, err := cluster.FreePorts(2)
+	ports, err := cluster.FreePorts(3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var log bytes.Buffer
 	leader := cluster.NodeConfig{
-		Role: "leader", DataDir: filepath.Join(root, "leader"), Port: ports[0],
+		Role: "leader", Replicas: 1, DataDir: filepath.Join(root, "leader"), Port: ports[0],
 		Listen: "127.0.0.1", SocketDir: filepath.Join(root, "run"), BinDir: os.Getenv("QUEST_PG_BIN"), Log: &log,
 		SuperPassword: "super pw", AppPassword: `it's "app"`, ReplPassword: `re\pl 'pw'`, LeverPassword: "lever",
 	}
 	follower := leader
 	follower.Role, follower.Name, follower.DataDir, follower.Port = "follower", "replica1", filepath.Join(root, "replica1"), ports[1]
 	follower.Leader = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	second := follower
+	second.Name, second.DataDir, second.Port = "replica2", filepath.Join(root, "replica2"), ports[2]
 
 	if err := cluster.InitNode(ctx, leader); err != nil {
 		t.Fatalf("leader: %v\n%s", err, log.String())
 	}
 	startServer(t, leader.DataDir)
-	if err := cluster.InitNode(ctx, follower); err != nil {
-		t.Fatalf("follower: %v\n%s", err, log.String())
+	if err := cluster.InitNode(ctx, follower); err != nil || strings.Contains(log.String(), "no slot") {
+		t.Fatalf("follower, through the slot the leader made: %v\n%s", err, log.String())
 	}
 	startServer(t, follower.DataDir)
+	log.Reset()
+	if err := cluster.InitNode(ctx, second); err != nil || !strings.Contains(log.String(), "the leader has no slot replica2; creating it") {
+		t.Fatalf("a follower without a slot: %v\n%s", err, log.String())
+	}
+	startServer(t, second.DataDir)
 
 	super := conn(t, ctx, pgURL("postgres", leader.SuperPassword, ports[0], "postgres"))
 	for _, line := range cluster.LeaderSettings() {
@@ -64,11 +72,11 @@ func TestInitNodeGivesTheLaunchersSetUp(t *testing.T) {
 			t.Errorf("leader: %s = %q, want %q as the launcher sets", name, got, want)
 		}
 	}
-	testcluster.Eventually(t, 30*time.Second, "replica1 streaming from its slot", func() bool {
+	testcluster.Eventually(t, 30*time.Second, "replica1 and replica2 streaming, each from its slot", func() bool {
 		var n int
 		err := super.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
-			WHERE r.application_name = 'replica1' AND r.state = 'streaming' AND s.slot_name = 'replica1'`).Scan(&n)
-		return err == nil && n == 1
+			WHERE r.application_name = s.slot_name AND r.state = 'streaming' AND s.slot_name IN ('replica1', 'replica2')`).Scan(&n)
+		return err == nil && n == 2
 	})
 	app := conn(t, ctx, pgURL("quest", leader.AppPassword, ports[0], "quest"))
 	if _, err := app.Exec(ctx, "CREATE TABLE node_check (id int); INSERT INTO node_check VALUES (1)"); err != nil {
@@ -90,13 +98,13 @@ func TestInitNodeGivesTheLaunchersSetUp(t *testing.T) {
 	if err := cluster.InitNode(ctx, leader); err != nil || !strings.Contains(log.String(), "already set up") {
 		t.Fatalf("second InitNode of the leader: %v\n%s", err, log.String())
 	}
-	// A follower's data deleted, the leader's slot kept: cloned again into it.
+	// A follower's data deleted, the leader's slot kept: cloned again through it.
 	stopServer(t, follower.DataDir)
 	if err := os.RemoveAll(follower.DataDir); err != nil {
 		t.Fatal(err)
 	}
 	log.Reset()
-	if err := cluster.InitNode(ctx, follower); err != nil || !strings.Contains(log.String(), "has a slot replica1 already") {
+	if err := cluster.InitNode(ctx, follower); err != nil || !strings.Contains(log.String(), "replica1: cloned in") {
 		t.Fatalf("follower cloned again: %v\n%s", err, log.String())
 	}
 	startServer(t, follower.DataDir)

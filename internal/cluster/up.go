@@ -314,9 +314,14 @@ func initdb(ctx context.Context, u osUser, bindir, workDir, dataDir, superPasswo
 // bootstrap creates the application, replication and lever roles and the
 // application database.
 func (c *Cluster) bootstrap(ctx context.Context, leader Node) error {
-	// Patroni creates the replication role when it bootstraps.
-	return runBootstrap(ctx, c.SuperURL(leader), pgURL(SuperUser, c.st.Passwords.Super, leader.Port, Database),
-		c.st.Passwords, c.st.HA == nil)
+	if c.st.HA != nil { // Patroni makes the replication role and the slots
+		return runBootstrap(ctx, c.SuperURL(leader), pgURL(SuperUser, c.st.Passwords.Super, leader.Port, Database), c.st.Passwords, false, nil)
+	}
+	var slots []string
+	for _, n := range c.st.Nodes[1:] {
+		slots = append(slots, n.Name)
+	}
+	return runBootstrap(ctx, c.SuperURL(leader), pgURL(SuperUser, c.st.Passwords.Super, leader.Port, Database), c.st.Passwords, true, slots)
 }
 
 // bootstrapSQL returns what makes a new leader Quest's: the roles and the
@@ -325,13 +330,22 @@ func (c *Cluster) bootstrap(ctx context.Context, leader Node) error {
 // privileges live in each database's catalog, and that is where the
 // levers connect). The lever role may pause and resume replay and set the
 // apply delay without being a superuser.
-func bootstrapSQL(p passwords, replRole bool) (inPostgres, inQuest []string) {
+//
+// With the replication role come the followers' slots, one per name in
+// slots, reserving WAL at once: the followers clone together, each with a
+// fast checkpoint, and a slot pg_basebackup -C made only once its backup
+// had started could ask for a segment the other's checkpoint had
+// recycled.
+func bootstrapSQL(p passwords, replRole bool, slots []string) (inPostgres, inQuest []string) {
 	inPostgres = []string{
 		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", AppRole, quoteLiteral(p.App)),
 		fmt.Sprintf("GRANT pg_monitor TO %s", AppRole),
 	}
 	if replRole {
 		inPostgres = append(inPostgres, fmt.Sprintf("CREATE ROLE %s LOGIN REPLICATION PASSWORD %s", ReplRole, quoteLiteral(p.Repl)))
+		for _, slot := range slots {
+			inPostgres = append(inPostgres, fmt.Sprintf("SELECT pg_create_physical_replication_slot(%s, true)", quoteLiteral(slot)))
+		}
 	}
 	inPostgres = append(inPostgres,
 		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", LeverRole, quoteLiteral(p.Lever)),
@@ -347,8 +361,8 @@ func bootstrapSQL(p passwords, replRole bool) (inPostgres, inQuest []string) {
 
 // runBootstrap runs bootstrapSQL as the superuser: postgresURL and
 // questURL reach the "postgres" and the application database.
-func runBootstrap(ctx context.Context, postgresURL, questURL string, p passwords, replRole bool) error {
-	inPostgres, inQuest := bootstrapSQL(p, replRole)
+func runBootstrap(ctx context.Context, postgresURL, questURL string, p passwords, replRole bool, slots []string) error {
+	inPostgres, inQuest := bootstrapSQL(p, replRole, slots)
 	for _, step := range []struct {
 		url   string
 		stmts []string
@@ -383,7 +397,7 @@ func execAll(ctx context.Context, conn *pgx.Conn, stmts []string) error {
 func (c *Cluster) baseBackup(ctx context.Context, leader, n Node) error {
 	conninfo := replConninfo("127.0.0.1", leader.Port, c.st.Passwords.Repl, n.Name)
 	if err := run(c.st.User.command(ctx, c.st.DataRoot, filepath.Join(c.st.BinDir, "pg_basebackup"),
-		baseBackupArgs(n.DataDir, conninfo, n.Name, true)...)); err != nil {
+		baseBackupArgs(n.DataDir, conninfo, n.Name, false)...)); err != nil {
 		return fmt.Errorf("%s: %w", n.Name, err)
 	}
 	return appendFile(n.DataDir, "postgresql.conf", fmt.Sprintf("port = %d\n", n.Port))
@@ -403,8 +417,8 @@ func conninfoValue(s string) string {
 }
 
 // baseBackupArgs clone a leader into dataDir as a standby (-R) streaming
-// from the physical slot named after it; create makes the slot (-C),
-// reserving WAL from the start of the backup.
+// from the physical slot named after it, which bootstrap made; create
+// makes the slot (-C) for a follower that has none.
 func baseBackupArgs(dataDir, conninfo, slot string, create bool) []string {
 	args := []string{"-D", dataDir, "-R", "-X", "stream", "-S", slot, "-c", "fast", "--no-sync", "-d", conninfo}
 	if create {
