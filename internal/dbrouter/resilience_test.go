@@ -337,12 +337,26 @@ func TestCausalReadOnThePrimaryCoversAsyncCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close(ctx)
-	setDelay(t, c, 150*time.Millisecond, "replica1", "replica2")
 	replica1, replica2 := superConn(t, c, "replica1"), superConn(t, c, "replica2")
+	replicas := []string{"replica1", "replica2"}
+	t.Cleanup(func() {
+		for _, name := range replicas {
+			c.Resume(context.Background(), name)
+		}
+	})
 
 	const pairs = 10
 	wentBack := 0
 	for k := range pairs {
+		// Replay paused until after the first read, which so cannot be
+		// served by a replica. (An apply delay instead let a loaded
+		// machine's replica replay the session's write in time for that
+		// read, which rightly went there then.)
+		for _, name := range replicas {
+			if err := c.Pause(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+		}
 		st := &dbrouter.State{Session: uint64(2000 + k)}
 		sctx := dbrouter.WithState(ctx, st)
 		insert(t, sctx, r, table, 1, "the session's own write")
@@ -353,6 +367,11 @@ func TestCausalReadOnThePrimaryCoversAsyncCommits(t *testing.T) {
 		n, node := count(t, sctx, r, dbrouter.Causal, dbrouter.Shared, table, int64(100+k))
 		if n != 1 || node != "primary" {
 			t.Fatalf("pair %d: the first read saw %d rows on %s; want the row, on the primary", k, n, node)
+		}
+		for _, name := range replicas {
+			if err := c.Resume(ctx, name); err != nil {
+				t.Fatal(err)
+			}
 		}
 		// Wait until the replicas are past the session's own write.
 		testcluster.Eventually(t, 5*time.Second, "the replicas to replay the session's write", func() bool {
