@@ -18,13 +18,14 @@ import (
 	"quest/internal/store"
 )
 
-const labUsage = `usage: quest lab run|faults [flags]
+const labUsage = `usage: quest lab run|faults|bench [flags]
 
 actions:
   run      the lag experiment: every strategy under every lag setting, as a table
   faults   the fault scenarios under load, as a table (--ha: failover on Patroni clusters of its own)
+  bench    the query-level benchmark: each strategy's reads against the same read straight to a replica
 
-Run "quest lab run -h" or "quest lab faults -h" for their flags.
+Run "quest lab run -h", "quest lab faults -h" or "quest lab bench -h" for their flags.
 `
 
 func (e environment) lab(ctx context.Context, args []string) error {
@@ -34,8 +35,10 @@ func (e environment) lab(ctx context.Context, args []string) error {
 		return nil
 	case len(args) > 0 && args[0] == "faults":
 		return e.labFaults(ctx, args[1:])
+	case len(args) > 0 && args[0] == "bench":
+		return e.labBench(ctx, args[1:])
 	case len(args) == 0 || args[0] != "run":
-		return usagef("lab needs an action: run or faults; see quest lab --help")
+		return usagef("lab needs an action: run, faults or bench; see quest lab --help")
 	}
 	fs := e.newFlags("lab run", "lab run [--quick] [--dir D] [--url URL] [--users N] [--out DIR] [--update FILE]")
 	var qc config

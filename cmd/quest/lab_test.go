@@ -231,3 +231,44 @@ func TestLabFaultsQuick(t *testing.T) {
 			r.Before.Goroutines, r.After.Goroutines, r.Before.PoolConns, r.After.PoolConns)
 	}
 }
+
+// TestLabBenchShort runs the interleaved benchmark briefly on the package's
+// cluster: every strategy row must have measured queries and a ratio to
+// the direct row, in the JSON and in the printed table.
+func TestLabBenchShort(t *testing.T) {
+	c := testcluster.Get(t)
+	out := t.TempDir()
+	stdout, stderr, err := quest(t, nil, "lab", "bench", "--seconds", "0.2", "--repeat", "1", "--dir", c.Dir(), "--out", out)
+	if err != nil {
+		t.Fatalf("lab bench: %v\n%s", err, stderr)
+	}
+	var res lab.BenchRun
+	readResults(t, filepath.Join(out, "bench.json"), &res)
+	rows := map[string]lab.BenchRow{}
+	for _, r := range res.Rows {
+		rows[r.Name] = r
+	}
+	direct, ok := rows["direct to replica1"]
+	if !ok || len(direct.Runs) != len(lab.BenchRows())+1 || direct.QPS == 0 {
+		t.Errorf("the direct row ran %d times at %.0f queries/s; want it before, between and after the %d strategy rows",
+			len(direct.Runs), direct.QPS, len(lab.BenchRows()))
+	}
+	for _, name := range lab.BenchRows() {
+		r, ok := rows[name]
+		switch {
+		case !ok:
+			t.Errorf("no %q row in %v", name, res.Rows)
+		case len(r.Runs) != 1 || r.QPS == 0 || len(r.Ratios) != 1 || r.Median <= 0:
+			t.Errorf("%s: %d runs at %.0f queries/s, ratios %v; want one run, measured, with its ratio", name, len(r.Runs), r.QPS, r.Ratios)
+		}
+		if !regexp.MustCompile(`(?m)^\| ` + regexp.QuoteMeta(name) + ` \| \d+ \| [\d.]+ ms \| [\d.]+ ms \| \d\.\d\d \| \d\.\d\d–\d\.\d\d \|$`).MatchString(stdout) {
+			t.Errorf("the table has no ratio row for %s:\n%s", name, stdout)
+		}
+	}
+	if !strings.Contains(stdout, "| direct to replica1 | ") {
+		t.Errorf("the table has no direct row:\n%s", stdout)
+	}
+	if !strings.Contains(stderr, "causal, wrote") || !strings.Contains(stderr, "× direct") {
+		t.Errorf("no progress lines on stderr:\n%s", stderr)
+	}
+}

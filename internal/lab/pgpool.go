@@ -46,26 +46,11 @@ func ComparePgpool(ctx context.Context, cfg PgpoolConfig, res *Result) error {
 	if len(cfg.BenchStrategies) == 0 {
 		cfg.BenchStrategies = dbrouter.Strategies()
 	}
-	c := cfg.Cluster
-	pc, err := pgx.ParseConfig(c.PrimaryURL())
+	pp, ppCfg, err := startPgpool(ctx, cfg.Cluster, cfg.PoolSize, cfg.Progress)
 	if err != nil {
-		return fmt.Errorf("the primary's URL: %w", err)
-	}
-	nodes := c.Nodes()
-	ppCfg := pgpool.Config{
-		Primary: pgpool.Backend{Name: nodes[0].Name, Port: nodes[0].Port},
-		User:    pc.User, Password: pc.Password, Database: pc.Database,
-		PoolSize: cfg.PoolSize, DelayThreshold: 64 << 20,
-	}
-	for _, n := range nodes[1:] {
-		ppCfg.Replicas = append(ppCfg.Replicas, pgpool.Backend{Name: n.Name, Port: n.Port})
-	}
-	pp, err := pgpool.Start(ctx, ppCfg)
-	if err != nil {
-		return fmt.Errorf("start pgpool-II: %w", err)
+		return err
 	}
 	defer pp.Stop()
-	fmt.Fprintf(cfg.Progress, "lab: pgpool-II (pid %d) on 127.0.0.1:%d in front of the cluster\n", pp.PID(), pp.Port())
 
 	via, err := cfg.StartApp(ctx, pp.URL())
 	if err != nil {
@@ -89,6 +74,30 @@ func ComparePgpool(ctx context.Context, cfg PgpoolConfig, res *Result) error {
 		res.Comments = append(res.Comments, "- `"+line+"`")
 	}
 	return nil
+}
+
+// startPgpool starts pgpool-II in front of the cluster with poolSize
+// sessions, reads balanced over the replicas; the caller stops it.
+func startPgpool(ctx context.Context, c *cluster.Cluster, poolSize int, progress io.Writer) (*pgpool.Pgpool, pgpool.Config, error) {
+	pc, err := pgx.ParseConfig(c.PrimaryURL())
+	if err != nil {
+		return nil, pgpool.Config{}, fmt.Errorf("the primary's URL: %w", err)
+	}
+	nodes := c.Nodes()
+	ppCfg := pgpool.Config{
+		Primary: pgpool.Backend{Name: nodes[0].Name, Port: nodes[0].Port},
+		User:    pc.User, Password: pc.Password, Database: pc.Database,
+		PoolSize: poolSize, DelayThreshold: 64 << 20,
+	}
+	for _, n := range nodes[1:] {
+		ppCfg.Replicas = append(ppCfg.Replicas, pgpool.Backend{Name: n.Name, Port: n.Port})
+	}
+	pp, err := pgpool.Start(ctx, ppCfg)
+	if err != nil {
+		return nil, ppCfg, fmt.Errorf("start pgpool-II: %w", err)
+	}
+	fmt.Fprintf(progress, "lab: pgpool-II (pid %d) on 127.0.0.1:%d in front of the cluster\n", pp.PID(), pp.Port())
+	return pp, ppCfg, nil
 }
 
 // benchAll runs the query-level benchmark: the same driver and query
