@@ -268,7 +268,7 @@ func TestLabBenchShort(t *testing.T) {
 	if !strings.Contains(stdout, "| direct to replica1 | ") {
 		t.Errorf("the table has no direct row:\n%s", stdout)
 	}
-	if !strings.Contains(stderr, "causal, wrote") || !strings.Contains(stderr, "× direct") {
+	if !strings.Contains(stderr, "causal (wrote)") || !strings.Contains(stderr, "× direct") {
 		t.Errorf("no progress lines on stderr:\n%s", stderr)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"quest/internal/cluster"
 	"quest/internal/dbrouter"
@@ -30,12 +32,16 @@ const (
 	// CausalWrote is causal for sessions with a position: each client
 	// wrote once, so every read runs the in-band check against a real
 	// position (and keeps the position the reads advance it to).
-	CausalWrote = "causal, wrote"
+	CausalWrote = "causal (wrote)"
 	// CausalNoPosition is causal for sessions with no position (a visitor
 	// who never wrote): each read starts from an empty state.
-	CausalNoPosition = "causal, no position"
+	CausalNoPosition = "causal (no position)"
 	// PgpoolRow is the same read through pgpool-II (--via-pgpool).
 	PgpoolRow = "pgpool-II"
+	// SpreadRow is the control for the strategies that draw a replica per
+	// read: no router, a plain pool per replica, each read on a random one.
+	// It is what spreading reads costs by itself on the machine.
+	SpreadRow = "no router (random replica)"
 )
 
 // BenchRows are the benchmark's strategy rows by default, in order.
@@ -51,7 +57,7 @@ func BenchRows() []string {
 			rows = append(rows, s.String())
 		}
 	}
-	return rows
+	return append(rows, SpreadRow)
 }
 
 // BenchConfig configures the interleaved benchmark.
@@ -167,6 +173,19 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchRun, error) {
 			continue
 		}
 		switch name {
+		case SpreadRow:
+			var pools []*pgxpool.Pool
+			for _, u := range c.ReplicaURLs() {
+				p, err := poolOf(ctx, u, clients)
+				if err != nil {
+					return nil, err
+				}
+				defer p.Close()
+				pools = append(pools, p)
+			}
+			sides[name] = func(ctx context.Context) BenchResult {
+				return benchPools(ctx, name, pools, cfg.Clients, cfg.Time)
+			}
 		case CausalWrote:
 			states, err := wroteStates(ctx, r, cfg.Clients)
 			if err != nil {
@@ -362,6 +381,19 @@ func benchStates(ctx context.Context, r *dbrouter.Router, name string, s dbroute
 			reset(states[c])
 		}
 		return r.ReadWith(ctxs[c], s, dbrouter.Shared, read)
+	})
+}
+
+// benchPools measures the read on a random pool of pools each time: a
+// random replica, without a router.
+func benchPools(ctx context.Context, name string, pools []*pgxpool.Pool, clients int, d time.Duration) BenchResult {
+	return bench(ctx, name, clients, d, func(ctx context.Context, _ int) error {
+		rows, err := pools[rand.IntN(len(pools))].Query(ctx, benchQuery) // #nosec G404 -- load spreading
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		return scanItems(rows)
 	})
 }
 
