@@ -79,7 +79,7 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		if err == nil {
 			d := r.decision(snap, i, s, intent, reason, sessionLSN)
 			d.SQL = sqlOf(ctx, b)
-			r.record(ctx, d)
+			r.record(ctx, node, d)
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -200,7 +200,7 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 		lost = r.isLost(st)
 		r.advance(st, m.token.LSN)
 	}
-	r.record(ctx, Decision{Node: "primary", Member: node.Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true, Lost: lost})
+	r.record(ctx, node, Decision{Node: "primary", Member: node.Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true, Lost: lost})
 	return nil
 }
 
@@ -268,17 +268,13 @@ func (r *Router) writeOnce(ctx context.Context, node *Node, fn func(pgx.Tx) erro
 	return m, true, nil
 }
 
-func (r *Router) record(ctx context.Context, d Decision) {
+// record adds the decision to the request's trace, if any, and counts a
+// read in node n's counters: one atomic add, the labelled metrics are
+// read from these counters when scraped.
+func (r *Router) record(ctx context.Context, n *Node, d Decision) {
 	TraceFrom(ctx).add(d)
-	if d.Write {
-		return
-	}
-	snap := r.snap.Load()
-	for _, n := range snap.members[:snap.n] {
-		if n.Name == d.Member {
-			n.counts.reads[d.Strategy][d.Reason][d.Intent].Add(1)
-			return
-		}
+	if !d.Write {
+		n.counts.reads[d.Strategy][d.Reason][d.Intent].Add(1)
 	}
 }
 
