@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -50,7 +51,9 @@ func bench(ctx context.Context, name string, clients int, d time.Duration, query
 	var wg sync.WaitGroup
 	for c := range clients {
 		wg.Add(1)
-		go func() {
+		// The row's name labels its samples in a CPU profile
+		// (go tool pprof -tagfocus row=random).
+		go pprof.Do(ctx, pprof.Labels("row", name), func(ctx context.Context) {
 			defer wg.Done()
 			var mine []time.Duration
 			errs := 0
@@ -73,7 +76,7 @@ func bench(ctx context.Context, name string, clients int, d time.Duration, query
 			lat = append(lat, mine...)
 			res.Errors += errs
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
 	res.Queries = len(lat)
