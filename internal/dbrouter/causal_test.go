@@ -373,9 +373,28 @@ func waits(sql []string) bool {
 // poll; a wait when the tracker has not seen the position there.
 func TestCausalWaitsOnlyWhenItMust(t *testing.T) {
 	c := testcluster.Get(t)
+	table := newTable(t, causalRouter(t, c, dbrouter.Config{}))
 	// The tracker polls once, at the start: it never sees a later position.
-	r := causalRouter(t, c, dbrouter.Config{PollInterval: time.Hour})
-	table := newTable(t, r)
+	// That one poll must find both replicas usable (caught up, the primary
+	// sampled first), or every read would go to the primary.
+	var r *dbrouter.Router
+	for try := 0; ; try++ {
+		r = causalRouter(t, c, dbrouter.Config{PollInterval: time.Hour})
+		usable := 0
+		for _, h := range r.Health()[1:] {
+			if h.Status == dbrouter.Usable {
+				usable++
+			}
+		}
+		if usable == len(c.ReplicaURLs()) {
+			break
+		}
+		if try == 20 {
+			t.Fatalf("20 routers' first polls found %d of the replicas usable: %+v", usable, r.Health())
+		}
+		r.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
 	st := &dbrouter.State{Session: 21}
 	ctx := dbrouter.WithState(context.Background(), st)
 	n, node, sql := causalRead(t, ctx, r, table, 21)
