@@ -53,7 +53,7 @@ func (e environment) lab(ctx context.Context, args []string) error {
 	update := fs.String("update", "", "also replace the marked section of this Markdown file with the table: <!-- lab:begin --> … <!-- lab:end -->, or pgpool:begin/end with --via-pgpool")
 	strategies := fs.String("strategies", "", "comma-separated strategies to run (default all six, in order; a name may repeat)")
 	closedOnly := fs.Bool("closed-loop-only", false, "run only the closed-loop throughput cells")
-	viaPgpool := fs.Bool("via-pgpool", false, "also run the app through pgpool-II (a pgpool-II row) and the query-level benchmark against it")
+	viaPgpool := fs.Bool("via-pgpool", false, "also run the app through pgpool-II (a pgpool-II row); the query-level benchmark is quest lab bench --via-pgpool")
 	c, err := labTarget(fs, args[1:], "lab run", dir, users, out)
 	if err != nil {
 		return err
@@ -125,14 +125,10 @@ func (e environment) lab(ctx context.Context, args []string) error {
 	section := "lab"
 	if *viaPgpool {
 		section = "pgpool"
-		pc := lab.PgpoolConfig{Cluster: c, Lab: cfg, PoolSize: appPoolSize, BenchTime: 5 * time.Second, Progress: e.stderr,
+		pc := lab.PgpoolConfig{Cluster: c, Lab: cfg, PoolSize: appPoolSize, Progress: e.stderr,
 			StartApp: func(ctx context.Context, dbURL string) (lab.App, error) {
 				return labApp(startInProcess(ctx, dbrouter.Config{PrimaryURL: dbURL}, nil))
 			}}
-		if *quick {
-			pc.BenchTime = 1500 * time.Millisecond
-			pc.BenchStrategies = []dbrouter.Strategy{dbrouter.Random, dbrouter.Sticky, dbrouter.Causal}
-		}
 		if err := lab.ComparePgpool(ctx, pc, res); err != nil {
 			return err
 		}

@@ -104,8 +104,8 @@ func TestLabQuick(t *testing.T) {
 }
 
 // TestLabQuickViaPgpool runs the quick experiment through pgpool-II: its row
-// shows read-your-writes failures where causal shows none, the benchmark
-// measures every side, and pgpool is gone afterwards with its files.
+// shows read-your-writes failures where causal shows none, and pgpool is
+// gone afterwards with its files. Then a short benchmark through it.
 func TestLabQuickViaPgpool(t *testing.T) {
 	testcluster.Long(t)
 	c := testcluster.Get(t)
@@ -139,20 +139,25 @@ func TestLabQuickViaPgpool(t *testing.T) {
 			t.Errorf("causal × %s failed %d read-your-writes and %d monotonic checks", l, r, m)
 		}
 	}
-	var measured []string
-	for _, b := range res.Bench {
-		if b.QPS > 0 {
-			measured = append(measured, b.Name)
-		}
-	}
-	for _, want := range []string{"Quest random", "Quest sticky", "Quest causal", "direct to replica1", "pgpool-II"} {
-		if !slices.Contains(measured, want) {
-			t.Errorf("the benchmark measured %q, not %s", measured, want)
-		}
-	}
 	if !slices.ContainsFunc(res.Comments, func(s string) bool { return strings.Contains(s, "delay_threshold = 67108864") }) {
 		t.Errorf("the results do not say how pgpool-II was set up: %q", res.Comments)
 	}
+	pgpoolGone(t, stderr, leftBefore)
+
+	stdout, stderr, err := quest(t, nil, "lab", "bench", "--via-pgpool", "--strategies", "random", "--seconds", "0.2", "--repeat", "1", "--dir", c.Dir(), "--out", out)
+	if err != nil {
+		t.Fatalf("lab bench --via-pgpool: %v\n%s", err, stderr)
+	}
+	if !regexp.MustCompile(`(?m)^\| pgpool-II \| \d+ \| .* \| \d\.\d\d \| \d\.\d\d–\d\.\d\d \|$`).MatchString(stdout) {
+		t.Errorf("the benchmark has no measured pgpool-II row:\n%s", stdout)
+	}
+	pgpoolGone(t, stderr, leftBefore)
+}
+
+// pgpoolGone checks that the pgpool-II a command started (it says which on
+// stderr) is stopped and its files removed.
+func pgpoolGone(t *testing.T, stderr string, leftBefore []string) {
+	t.Helper()
 	leftAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "qpgpool*"))
 	if len(leftAfter) > len(leftBefore) {
 		t.Errorf("pgpool's files were left behind: %v", leftAfter)
@@ -160,7 +165,7 @@ func TestLabQuickViaPgpool(t *testing.T) {
 	if pid := regexp.MustCompile(`pgpool-II \(pid (\d+)\)`).FindStringSubmatch(stderr); pid == nil {
 		t.Error("the run did not say which pgpool it started")
 	} else if n, _ := strconv.Atoi(pid[1]); cluster.Alive(n) {
-		t.Errorf("pgpool (pid %d) still runs after the lab", n)
+		t.Errorf("pgpool (pid %d) still runs after the run", n)
 	}
 }
 
