@@ -342,27 +342,6 @@ func TestCausalServesStaleWhenThePrimaryIsDown(t *testing.T) {
 	}
 }
 
-// causalRead reads the owner's notes causally, keeping the batch's SQL:
-// the count, the node and the statements it ran.
-func causalRead(t *testing.T, ctx context.Context, r *dbrouter.Router, table string, owner int64) (int, string, []string) {
-	t.Helper()
-	ctx, trace := dbrouter.WithTrace(ctx)
-	trace.KeepSQL()
-	var n int
-	err := r.ReadWith(ctx, dbrouter.Causal, dbrouter.Own, func(b *pgx.Batch) {
-		n = 0
-		b.Queue("SELECT count(*) FROM "+table+" WHERE owner = $1", owner).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&n)
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := trace.Decisions()
-	last := d[len(d)-1]
-	return n, last.Node, last.SQL
-}
-
 func waits(sql []string) bool {
 	return slices.ContainsFunc(sql, func(q string) bool { return strings.Contains(q, "quest_await_lsn") })
 }
@@ -396,39 +375,37 @@ func TestCausalWaitsOnlyWhenItMust(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	st := &dbrouter.State{Session: 21}
-	ctx := dbrouter.WithState(context.Background(), st)
-	n, node, sql := causalRead(t, ctx, r, table, 21)
-	if node == "primary" || len(sql) != 2 || waits(sql) {
-		t.Fatalf("a session with no position read on %s with %q; want a replica, the read and its replay position, no wait", node, sql)
+	n, d := readOwner(t, r, dbrouter.Causal, st, table, 21)
+	if d.Node == "primary" || len(d.SQL) != 2 || waits(d.SQL) {
+		t.Fatalf("a session with no position read on %s with %q; want a replica, the read and its replay position, no wait", d.Node, d.SQL)
 	}
 	if n != 0 || st.Token.IsZero() {
 		t.Fatalf("read %d notes, token %+v: want 0 and a position from the replay position", n, st.Token)
 	}
-	insert(t, ctx, r, table, 21, "lightsaber")
-	if n, node, sql = causalRead(t, ctx, r, table, 21); n != 1 || node == "primary" || len(sql) != 3 || !waits(sql) {
-		t.Fatalf("after a write the tracker never saw replayed: %d notes on %s with %q; want 1 on a replica, after an in-band wait", n, node, sql)
+	insert(t, dbrouter.WithState(context.Background(), st), r, table, 21, "lightsaber")
+	if n, d = readOwner(t, r, dbrouter.Causal, st, table, 21); n != 1 || d.Node == "primary" || len(d.SQL) != 3 || !waits(d.SQL) {
+		t.Fatalf("after a write the tracker never saw replayed: %d notes on %s with %q; want 1 on a replica, after an in-band wait", n, d.Node, d.SQL)
 	}
 
 	// With the tracker polling, the position is soon seen replayed, and the
 	// wait is left out.
 	r = causalRouter(t, c, dbrouter.Config{})
 	st = &dbrouter.State{Session: 22}
-	ctx = dbrouter.WithState(context.Background(), st)
-	insert(t, ctx, r, table, 22, "lightsaber")
+	insert(t, dbrouter.WithState(context.Background(), st), r, table, 22, "lightsaber")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n, node, sql := causalRead(t, ctx, r, table, 22)
+		n, d := readOwner(t, r, dbrouter.Causal, st, table, 22)
 		if n != 1 {
-			t.Fatalf("read %d notes on %s after the session's write, want 1", n, node)
+			t.Fatalf("read %d notes on %s after the session's write, want 1", n, d.Node)
 		}
-		if node != "primary" && !waits(sql) {
-			if len(sql) != 2 {
-				t.Fatalf("the read without a wait ran %q; want the read and its replay position", sql)
+		if d.Node != "primary" && !waits(d.SQL) {
+			if len(d.SQL) != 2 {
+				t.Fatalf("the read without a wait ran %q; want the read and its replay position", d.SQL)
 			}
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("every read for 5 s waited in-band (last on %s: %q); want the tracker's position to spare it", node, sql)
+			t.Fatalf("every read for 5 s waited in-band (last on %s: %q); want the tracker's position to spare it", d.Node, d.SQL)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
