@@ -11,7 +11,7 @@ GOSEC_VERSION       := v2.30.0
 STATICCHECK         := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 GOSEC               := $(TOOLS)/gosec-$(GOSEC_VERSION)/gosec
 
-.PHONY: build run test lint lab faults faults-ha lab-pgpool pgpool2 down purge status compose-up compose-down compose-config compose-test fmt vet clean
+.PHONY: build run test lint lab faults faults-ha lab-pgpool bench pgpool2 down purge status compose-up compose-down compose-config compose-test fmt vet clean
 
 ## build: compile the quest binary into .quest/bin
 build:
@@ -67,6 +67,12 @@ lab: build
 lab-pgpool: build pgpool2
 	$(BIN) cluster up --port $(PGPORT)
 	$(BIN) lab run --via-pgpool --strategies random,causal --update docs/pgpool.md
+
+## bench: the query-level benchmark, every strategy interleaved with the direct row, 5 repetitions,
+## beside pgpool-II (~7 min); rewrites docs/performance.md's table
+bench: build pgpool2
+	$(BIN) cluster up --port $(PGPORT)
+	$(BIN) lab bench --via-pgpool --repeat 5 --update docs/performance.md
 
 pgpool2:
 	@[ -x /usr/sbin/pgpool ] || command -v pgpool >/dev/null || { \

@@ -18,13 +18,14 @@ import (
 	"quest/internal/store"
 )
 
-const labUsage = `usage: quest lab run|faults [flags]
+const labUsage = `usage: quest lab run|faults|bench [flags]
 
 actions:
   run      the lag experiment: every strategy under every lag setting, as a table
   faults   the fault scenarios under load, as a table (--ha: failover on Patroni clusters of its own)
+  bench    the query-level benchmark: each strategy's reads against the same read straight to a replica
 
-Run "quest lab run -h" or "quest lab faults -h" for their flags.
+Run "quest lab run -h", "quest lab faults -h" or "quest lab bench -h" for their flags.
 `
 
 func (e environment) lab(ctx context.Context, args []string) error {
@@ -34,8 +35,10 @@ func (e environment) lab(ctx context.Context, args []string) error {
 		return nil
 	case len(args) > 0 && args[0] == "faults":
 		return e.labFaults(ctx, args[1:])
+	case len(args) > 0 && args[0] == "bench":
+		return e.labBench(ctx, args[1:])
 	case len(args) == 0 || args[0] != "run":
-		return usagef("lab needs an action: run or faults; see quest lab --help")
+		return usagef("lab needs an action: run, faults or bench; see quest lab --help")
 	}
 	fs := e.newFlags("lab run", "lab run [--quick] [--dir D] [--url URL] [--users N] [--out DIR] [--update FILE]")
 	var qc config
@@ -50,7 +53,7 @@ func (e environment) lab(ctx context.Context, args []string) error {
 	update := fs.String("update", "", "also replace the marked section of this Markdown file with the table: <!-- lab:begin --> … <!-- lab:end -->, or pgpool:begin/end with --via-pgpool")
 	strategies := fs.String("strategies", "", "comma-separated strategies to run (default all six, in order; a name may repeat)")
 	closedOnly := fs.Bool("closed-loop-only", false, "run only the closed-loop throughput cells")
-	viaPgpool := fs.Bool("via-pgpool", false, "also run the app through pgpool-II (a pgpool-II row) and the query-level benchmark against it")
+	viaPgpool := fs.Bool("via-pgpool", false, "also run the app through pgpool-II (a pgpool-II row); the query-level benchmark is quest lab bench --via-pgpool")
 	c, err := labTarget(fs, args[1:], "lab run", dir, users, out)
 	if err != nil {
 		return err
@@ -122,14 +125,10 @@ func (e environment) lab(ctx context.Context, args []string) error {
 	section := "lab"
 	if *viaPgpool {
 		section = "pgpool"
-		pc := lab.PgpoolConfig{Cluster: c, Lab: cfg, PoolSize: appPoolSize, BenchTime: 5 * time.Second, Progress: e.stderr,
+		pc := lab.PgpoolConfig{Cluster: c, Lab: cfg, PoolSize: appPoolSize, Progress: e.stderr,
 			StartApp: func(ctx context.Context, dbURL string) (lab.App, error) {
 				return labApp(startInProcess(ctx, dbrouter.Config{PrimaryURL: dbURL}, nil))
 			}}
-		if *quick {
-			pc.BenchTime = 1500 * time.Millisecond
-			pc.BenchStrategies = []dbrouter.Strategy{dbrouter.Random, dbrouter.Sticky, dbrouter.Causal}
-		}
 		if err := lab.ComparePgpool(ctx, pc, res); err != nil {
 			return err
 		}

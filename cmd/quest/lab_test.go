@@ -104,8 +104,8 @@ func TestLabQuick(t *testing.T) {
 }
 
 // TestLabQuickViaPgpool runs the quick experiment through pgpool-II: its row
-// shows read-your-writes failures where causal shows none, the benchmark
-// measures every side, and pgpool is gone afterwards with its files.
+// shows read-your-writes failures where causal shows none, and pgpool is
+// gone afterwards with its files. Then a short benchmark through it.
 func TestLabQuickViaPgpool(t *testing.T) {
 	testcluster.Long(t)
 	c := testcluster.Get(t)
@@ -139,20 +139,25 @@ func TestLabQuickViaPgpool(t *testing.T) {
 			t.Errorf("causal × %s failed %d read-your-writes and %d monotonic checks", l, r, m)
 		}
 	}
-	var measured []string
-	for _, b := range res.Bench {
-		if b.QPS > 0 {
-			measured = append(measured, b.Name)
-		}
-	}
-	for _, want := range []string{"Quest random", "Quest sticky", "Quest causal", "direct to replica1", "pgpool-II"} {
-		if !slices.Contains(measured, want) {
-			t.Errorf("the benchmark measured %q, not %s", measured, want)
-		}
-	}
 	if !slices.ContainsFunc(res.Comments, func(s string) bool { return strings.Contains(s, "delay_threshold = 67108864") }) {
 		t.Errorf("the results do not say how pgpool-II was set up: %q", res.Comments)
 	}
+	pgpoolGone(t, stderr, leftBefore)
+
+	stdout, stderr, err := quest(t, nil, "lab", "bench", "--via-pgpool", "--strategies", "random", "--seconds", "0.2", "--repeat", "1", "--dir", c.Dir(), "--out", out)
+	if err != nil {
+		t.Fatalf("lab bench --via-pgpool: %v\n%s", err, stderr)
+	}
+	if !regexp.MustCompile(`(?m)^\| pgpool-II \| \d+ \| .* \| \d\.\d\d \| \d\.\d\d–\d\.\d\d \|$`).MatchString(stdout) {
+		t.Errorf("the benchmark has no measured pgpool-II row:\n%s", stdout)
+	}
+	pgpoolGone(t, stderr, leftBefore)
+}
+
+// pgpoolGone checks that the pgpool-II a command started (it says which on
+// stderr) is stopped and its files removed.
+func pgpoolGone(t *testing.T, stderr string, leftBefore []string) {
+	t.Helper()
 	leftAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "qpgpool*"))
 	if len(leftAfter) > len(leftBefore) {
 		t.Errorf("pgpool's files were left behind: %v", leftAfter)
@@ -160,7 +165,7 @@ func TestLabQuickViaPgpool(t *testing.T) {
 	if pid := regexp.MustCompile(`pgpool-II \(pid (\d+)\)`).FindStringSubmatch(stderr); pid == nil {
 		t.Error("the run did not say which pgpool it started")
 	} else if n, _ := strconv.Atoi(pid[1]); cluster.Alive(n) {
-		t.Errorf("pgpool (pid %d) still runs after the lab", n)
+		t.Errorf("pgpool (pid %d) still runs after the run", n)
 	}
 }
 
@@ -229,5 +234,46 @@ func TestLabFaultsQuick(t *testing.T) {
 	if r.After.Goroutines > r.Before.Goroutines+10 || r.After.PoolConns > r.Before.PoolConns+2 {
 		t.Errorf("under sustained load goroutines went %.0f → %.0f and pool connections %.0f → %.0f; want them flat",
 			r.Before.Goroutines, r.After.Goroutines, r.Before.PoolConns, r.After.PoolConns)
+	}
+}
+
+// TestLabBenchShort runs the interleaved benchmark briefly on the package's
+// cluster: every strategy row must have measured queries and a ratio to
+// the direct row, in the JSON and in the printed table.
+func TestLabBenchShort(t *testing.T) {
+	c := testcluster.Get(t)
+	out := t.TempDir()
+	stdout, stderr, err := quest(t, nil, "lab", "bench", "--seconds", "0.2", "--repeat", "1", "--dir", c.Dir(), "--out", out)
+	if err != nil {
+		t.Fatalf("lab bench: %v\n%s", err, stderr)
+	}
+	var res lab.BenchRun
+	readResults(t, filepath.Join(out, "bench.json"), &res)
+	rows := map[string]lab.BenchRow{}
+	for _, r := range res.Rows {
+		rows[r.Name] = r
+	}
+	direct, ok := rows["direct to replica1"]
+	if !ok || len(direct.Runs) != len(lab.BenchRows())+1 || direct.QPS == 0 {
+		t.Errorf("the direct row ran %d times at %.0f queries/s; want it before, between and after the %d strategy rows",
+			len(direct.Runs), direct.QPS, len(lab.BenchRows()))
+	}
+	for _, name := range lab.BenchRows() {
+		r, ok := rows[name]
+		switch {
+		case !ok:
+			t.Errorf("no %q row in %v", name, res.Rows)
+		case len(r.Runs) != 1 || r.QPS == 0 || len(r.Ratios) != 1 || r.Median <= 0:
+			t.Errorf("%s: %d runs at %.0f queries/s, ratios %v; want one run, measured, with its ratio", name, len(r.Runs), r.QPS, r.Ratios)
+		}
+		if !regexp.MustCompile(`(?m)^\| ` + regexp.QuoteMeta(name) + ` \| \d+ \| [\d.]+ ms \| [\d.]+ ms \| \d\.\d\d \| \d\.\d\d–\d\.\d\d \|$`).MatchString(stdout) {
+			t.Errorf("the table has no ratio row for %s:\n%s", name, stdout)
+		}
+	}
+	if !strings.Contains(stdout, "| direct to replica1 | ") {
+		t.Errorf("the table has no direct row:\n%s", stdout)
+	}
+	if !strings.Contains(stderr, "causal (wrote)") || !strings.Contains(stderr, "× direct") {
+		t.Errorf("no progress lines on stderr:\n%s", stderr)
 	}
 }

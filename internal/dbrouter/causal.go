@@ -17,10 +17,14 @@ import (
 // installs it), which waits for replay to reach the token for a bounded
 // time and raises when it does not; then the read's own queries; then the
 // replay position. A raise aborts the batch's implicit transaction, so the
-// read's queries never run on a replica that falls short. When the check
-// passes, the data is at least as new as anything the session saw, and the
-// token moves to the last position, since the data cannot be newer than
-// it. A read waits in-band at most once: after one replica falls short the
+// read's queries never run on a replica that falls short. The check is
+// left out when nothing can fall short: the session has no position, or
+// the tracker saw this very server replay it (causalOnReplica says when
+// that holds). The replay position read after the data is never left out:
+// behind the token, the replica went back and its answer is discarded.
+// When the checks pass, the data is at least as new as anything the
+// session saw, and the token moves to the last position, since the data
+// cannot be newer than it. A read waits in-band at most once: after one replica falls short the
 // primary answers. Replicas whose tracked replay is behind the token and
 // whose lag exceeds the wait are not asked at all. The wait happens where
 // the commit arrives, so no session depends on the poller or on another
@@ -242,8 +246,12 @@ const (
 		SELECT CASE WHEN pg_is_in_recovery() AND pg_last_wal_replay_lsn() >= $1::text::pg_lsn THEN 0::float8
 		            ELSE quest_await_lsn($1::text::pg_lsn, $2) END`
 	replayQuery = `SELECT pg_last_wal_replay_lsn()::text`
-	flushQuery  = `SELECT pg_current_wal_flush_lsn()::text`
-	insertQuery = `SELECT pg_current_wal_insert_lsn()::text`
+	// replayCheckQuery follows a causal read's data on a replica: the
+	// position the data cannot be newer than, and whether the server is
+	// still a standby.
+	replayCheckQuery = `SELECT pg_last_wal_replay_lsn()::text, pg_is_in_recovery()`
+	flushQuery       = `SELECT pg_current_wal_flush_lsn()::text`
+	insertQuery      = `SELECT pg_current_wal_insert_lsn()::text`
 
 	codeShort      = "QW001" // quest_await_lsn: the budget ran out before replay reached the token
 	codeNotStandby = "QW002" // quest_await_lsn: the server is not in recovery
@@ -281,7 +289,7 @@ func (r *Router) readCausal(ctx context.Context, st *State, s Strategy, intent I
 			err := r.causalOnPrimary(ctx, st, node, fn, &d)
 			if err == nil {
 				r.causal.onPrimary.Add(1)
-				r.record(ctx, d)
+				r.record(ctx, node, d)
 				return nil
 			}
 			if ctx.Err() != nil {
@@ -293,7 +301,7 @@ func (r *Router) readCausal(ctx context.Context, st *State, s Strategy, intent I
 			lastErr = err
 			break
 		}
-		ok, err := r.causalOnReplica(ctx, st, token, node, fn, &d)
+		ok, err := r.causalOnReplica(ctx, st, token, node, &snap.nodes[i], fn, &d)
 		switch {
 		case ok:
 			if d.Reason == ReasonSticky { // the session's own replica answered
@@ -307,7 +315,7 @@ func (r *Router) readCausal(ctx context.Context, st *State, s Strategy, intent I
 			} else {
 				r.causal.fresh.Add(1)
 			}
-			r.record(ctx, d)
+			r.record(ctx, node, d)
 			return nil
 		case err == nil: // fell short: the read's own queries did not run
 			r.causal.short.Add(1)
@@ -336,7 +344,7 @@ func (r *Router) readCausal(ctx context.Context, st *State, s Strategy, intent I
 		err := r.causalStale(ctx, st, node, fn, &d)
 		if err == nil {
 			r.causal.stale.Add(1)
-			r.record(ctx, d)
+			r.record(ctx, node, d)
 			return nil
 		}
 		lastErr = err
@@ -347,18 +355,41 @@ func (r *Router) readCausal(ctx context.Context, st *State, s Strategy, intent I
 // causalOnReplica runs one attempt on a replica, filling d with its wait,
 // the replay position it read and its SQL. ok reports whether the replica
 // had the session's position when the data was read; !ok with a nil error
-// means it fell short (or is not a standby), and the read's own queries
-// did not run.
-func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, node *Node, fn ReadFunc, d *Decision) (ok bool, err error) {
+// means it fell short (or is not a standby, or went back), and the read's
+// result is discarded.
+//
+// The batch is the read's own queries and then the replay position, with
+// the in-band wait first only when the session's position is not already
+// known to be there: a session with no position needs no wait, nor does
+// one whose position the tracker saw this replica replay — provided every
+// connection of the node's pool was made before that poll began. Such a
+// connection reaches the very server the tracker saw (a restart breaks it,
+// and then the batch fails on it), and a server's replay only moves
+// forward. A connection made since may reach a server restarted behind
+// what the tracker saw, so it waits in-band. Whatever ran before the data,
+// the position read after it must not be behind the session's and the
+// server must still be a standby: a replica that went back, or was
+// promoted, does not answer.
+func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, node *Node, h *Health, fn ReadFunc, d *Decision) (ok bool, err error) {
+	conn, err := node.pool.Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Release()
+	covered := token.LSN == 0 ||
+		(h.Status == Usable && h.Position >= token.LSN && node.conns.Load() == h.connsAt)
 	var waitedMS float64
 	var last *string
+	var standby bool
 	b := &pgx.Batch{}
-	b.Queue(waitQuery, FormatLSN(token.LSN), int(r.causalWait.Milliseconds())).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&waitedMS)
-	})
+	if !covered {
+		b.Queue(waitQuery, FormatLSN(token.LSN), int(r.causalWait.Milliseconds())).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&waitedMS)
+		})
+	}
 	fn(b)
-	b.Queue(replayQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last) })
-	err = node.pool.SendBatch(ctx, b).Close()
+	b.Queue(replayCheckQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last, &standby) })
+	err = conn.SendBatch(ctx, b).Close()
 	d.SQL = sqlOf(ctx, b)
 	switch {
 	case isCode(err, codeShort):
@@ -369,10 +400,17 @@ func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, no
 		return false, nil // promoted, or misconfigured: vouches for nothing
 	case err != nil:
 		return false, err
+	case !standby:
+		return false, nil // promoted since the tracker's poll
 	}
 	d.Wait = time.Duration(waitedMS * float64(time.Millisecond))
 	r.causal.waitNanos.Add(int64(d.Wait))
 	d.NodeLSN, d.NodeLSNTracked = lsnOrZero(last), false
+	if d.NodeLSN < token.LSN {
+		// Behind the session after the data was read: the replica went
+		// back (a crash lost replayed WAL); its data may be older still.
+		return false, nil
+	}
 	r.advance(st, d.NodeLSN)
 	return true, nil
 }

@@ -2,6 +2,8 @@ package dbrouter_test
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -337,5 +339,74 @@ func TestCausalServesStaleWhenThePrimaryIsDown(t *testing.T) {
 	}
 	if got := r.CausalStats().Stale - before; got != 1 {
 		t.Fatalf("stale reads counted: %d, want 1", got)
+	}
+}
+
+func waits(sql []string) bool {
+	return slices.ContainsFunc(sql, func(q string) bool { return strings.Contains(q, "quest_await_lsn") })
+}
+
+// TestCausalWaitsOnlyWhenItMust checks the causal read's statements: no
+// in-band wait for a session with no position, nor for one whose position
+// the tracker saw the replica replay through connections older than that
+// poll; a wait when the tracker has not seen the position there.
+func TestCausalWaitsOnlyWhenItMust(t *testing.T) {
+	c := testcluster.Get(t)
+	table := newTable(t, causalRouter(t, c, dbrouter.Config{}))
+	// The tracker polls once, at the start: it never sees a later position.
+	// That one poll must find both replicas usable (caught up, the primary
+	// sampled first), or every read would go to the primary.
+	var r *dbrouter.Router
+	for try := 0; ; try++ {
+		r = causalRouter(t, c, dbrouter.Config{PollInterval: time.Hour})
+		usable := 0
+		for _, h := range r.Health()[1:] {
+			if h.Status == dbrouter.Usable {
+				usable++
+			}
+		}
+		if usable == len(c.ReplicaURLs()) {
+			break
+		}
+		if try == 20 {
+			t.Fatalf("20 routers' first polls found %d of the replicas usable: %+v", usable, r.Health())
+		}
+		r.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+	st := &dbrouter.State{Session: 21}
+	n, d := readOwner(t, r, dbrouter.Causal, st, table, 21)
+	if d.Node == "primary" || len(d.SQL) != 2 || waits(d.SQL) {
+		t.Fatalf("a session with no position read on %s with %q; want a replica, the read and its replay position, no wait", d.Node, d.SQL)
+	}
+	if n != 0 || st.Token.IsZero() {
+		t.Fatalf("read %d notes, token %+v: want 0 and a position from the replay position", n, st.Token)
+	}
+	insert(t, dbrouter.WithState(context.Background(), st), r, table, 21, "lightsaber")
+	if n, d = readOwner(t, r, dbrouter.Causal, st, table, 21); n != 1 || d.Node == "primary" || len(d.SQL) != 3 || !waits(d.SQL) {
+		t.Fatalf("after a write the tracker never saw replayed: %d notes on %s with %q; want 1 on a replica, after an in-band wait", n, d.Node, d.SQL)
+	}
+
+	// With the tracker polling, the position is soon seen replayed, and the
+	// wait is left out.
+	r = causalRouter(t, c, dbrouter.Config{})
+	st = &dbrouter.State{Session: 22}
+	insert(t, dbrouter.WithState(context.Background(), st), r, table, 22, "lightsaber")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, d := readOwner(t, r, dbrouter.Causal, st, table, 22)
+		if n != 1 {
+			t.Fatalf("read %d notes on %s after the session's write, want 1", n, d.Node)
+		}
+		if d.Node != "primary" && !waits(d.SQL) {
+			if len(d.SQL) != 2 {
+				t.Fatalf("the read without a wait ran %q; want the read and its replay position", d.SQL)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("every read for 5 s waited in-band (last on %s: %q); want the tracker's position to spare it", d.Node, d.SQL)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // ReadFunc queues a read's queries on b, each with a callback that scans
@@ -75,11 +76,11 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		if b.Len() == 0 {
 			return nil
 		}
-		err = node.pool.SendBatch(ctx, b).Close()
+		err = runBatch(ctx, node.pool, b)
 		if err == nil {
 			d := r.decision(snap, i, s, intent, reason, sessionLSN)
 			d.SQL = sqlOf(ctx, b)
-			r.record(ctx, d)
+			r.record(ctx, node, d)
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -91,6 +92,87 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		reason = ReasonRetried
 	}
 	return unavailable(err)
+}
+
+// runBatch runs a read's batch on pool. A batch of one statement — most
+// reads outside causal — runs as a plain query: pgx sends a batch in
+// pipeline mode, which cost 13 % of a one-statement read's throughput
+// against the same query sent alone (docs/performance.md). The statement's
+// callback sees the same results either way.
+func runBatch(ctx context.Context, pool *pgxpool.Pool, b *pgx.Batch) error {
+	if len(b.QueuedQueries) != 1 {
+		return pool.SendBatch(ctx, b).Close()
+	}
+	q := b.QueuedQueries[0]
+	if q.Fn == nil { // queued without a callback: the batch would Exec it
+		_, err := pool.Exec(ctx, q.SQL, q.Arguments...)
+		return err
+	}
+	one := &oneResult{ctx: ctx, pool: pool, q: q}
+	err := q.Fn(one)
+	if cerr := one.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// oneResult gives a one-statement batch's callback its results from a
+// plain query (runBatch).
+type oneResult struct {
+	ctx  context.Context
+	pool *pgxpool.Pool
+	q    *pgx.QueuedQuery
+	rows pgx.Rows
+}
+
+func (o *oneResult) Exec() (pgconn.CommandTag, error) {
+	return o.pool.Exec(o.ctx, o.q.SQL, o.q.Arguments...)
+}
+
+func (o *oneResult) Query() (pgx.Rows, error) {
+	rows, err := o.pool.Query(o.ctx, o.q.SQL, o.q.Arguments...)
+	o.rows = rows
+	return rows, err
+}
+
+func (o *oneResult) QueryRow() pgx.Row {
+	rows, err := o.Query()
+	return &oneRow{rows: rows, err: err}
+}
+
+// Close releases the query's connection if the callback left its rows open.
+func (o *oneResult) Close() error {
+	if o.rows == nil {
+		return nil
+	}
+	o.rows.Close()
+	return o.rows.Err()
+}
+
+func (o *oneResult) Tx() pgx.Tx { return nil } // a read's batch has no transaction of its own
+
+// oneRow is QueryRow's row, as pgx's own: the first row, or ErrNoRows.
+type oneRow struct {
+	rows pgx.Rows
+	err  error
+}
+
+func (r *oneRow) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
 }
 
 // decision describes a read served by node i, from what the tracker last
@@ -200,7 +282,7 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 		lost = r.isLost(st)
 		r.advance(st, m.token.LSN)
 	}
-	r.record(ctx, Decision{Node: "primary", Member: node.Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true, Lost: lost})
+	r.record(ctx, node, Decision{Node: "primary", Member: node.Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true, Lost: lost})
 	return nil
 }
 
@@ -268,17 +350,13 @@ func (r *Router) writeOnce(ctx context.Context, node *Node, fn func(pgx.Tx) erro
 	return m, true, nil
 }
 
-func (r *Router) record(ctx context.Context, d Decision) {
+// record adds the decision to the request's trace, if any, and counts a
+// read in node n's counters: one atomic add, the labelled metrics are
+// read from these counters when scraped.
+func (r *Router) record(ctx context.Context, n *Node, d Decision) {
 	TraceFrom(ctx).add(d)
-	if d.Write {
-		return
-	}
-	snap := r.snap.Load()
-	for _, n := range snap.members[:snap.n] {
-		if n.Name == d.Member {
-			n.counts.reads[d.Strategy][d.Reason][d.Intent].Add(1)
-			return
-		}
+	if !d.Write {
+		n.counts.reads[d.Strategy][d.Reason][d.Intent].Add(1)
 	}
 }
 

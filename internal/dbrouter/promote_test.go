@@ -39,11 +39,12 @@ func promoteCluster(t *testing.T) *cluster.Cluster {
 	return c
 }
 
-// readOwner is a causal read of how many notes owner has, as session st,
-// with the decision that served it.
+// readOwner is a read of how many notes owner has, as session st, with
+// the decision that served it (and the SQL it ran).
 func readOwner(t *testing.T, r *dbrouter.Router, s dbrouter.Strategy, st *dbrouter.State, table string, owner int64) (int, dbrouter.Decision) {
 	t.Helper()
 	ctx, trace := dbrouter.WithTrace(dbrouter.WithState(context.Background(), st))
+	trace.KeepSQL()
 	var n int
 	err := r.ReadWith(ctx, s, dbrouter.Own, func(b *pgx.Batch) {
 		n = 0

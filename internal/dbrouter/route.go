@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -183,7 +184,15 @@ func fallbackReason(e Status) Reason {
 	return ReasonFallbackDown
 }
 
+// intn picks a number in [0, n). Without a configured source it uses
+// math/rand/v2's top-level generator, which keeps its state per thread and
+// takes no lock: a shared source behind a mutex was every random read's
+// one point of contention. A configured source (tests seed one to make
+// anomalies reproducible) is shared, so it keeps its lock.
 func (r *Router) intn(n int) int {
+	if r.rand == nil {
+		return rand.IntN(n) // #nosec G404 -- load spreading, not security
+	}
 	r.randMu.Lock()
 	v := r.rand.IntN(n)
 	r.randMu.Unlock()

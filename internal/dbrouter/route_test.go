@@ -155,3 +155,35 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecideParallel decides random reads from every P at once, as
+// concurrent requests do: the default generator takes no lock; a
+// configured source (Config.Rand, seeded by tests) is shared under one.
+func BenchmarkDecideParallel(b *testing.B) {
+	for _, src := range []struct {
+		name string
+		rand *rand.Rand
+	}{{"default", nil}, {"seeded", rand.New(rand.NewPCG(1, 2))}} {
+		r := offlineRouter("replica1", "replica2", "replica3", "replica4")
+		r.rand = src.rand
+		b.Run(src.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				st := &State{Session: 42}
+				now := time.Now()
+				var p plan
+				for pb.Next() {
+					r.decide(st, Shared, Random, now, r.snap.Load(), &p)
+				}
+			})
+		})
+	}
+}
+
+func TestFormatLSN(t *testing.T) {
+	for _, lsn := range []uint64{0, 1, 0xF, 0x406D670, 0x16_B374D848, 0xFFFFFFFF, 0xFFFFFFFF_FFFFFFFF} {
+		if got, want := FormatLSN(lsn), fmt.Sprintf("%X/%X", lsn>>32, lsn&0xFFFFFFFF); got != want {
+			t.Errorf("FormatLSN(%#x) = %q, want %q", lsn, got, want)
+		}
+	}
+}

@@ -63,7 +63,8 @@ type Config struct {
 	DiscoverInterval time.Duration // default 1 s
 
 	// Rand picks random replicas; tests pass a seeded source to make
-	// anomalies deterministic. Default: a randomly seeded PCG.
+	// anomalies deterministic (reads then share it under a lock). Default:
+	// math/rand/v2's top-level generator, per thread and lock-free.
 	Rand *rand.Rand
 	// Logger receives routing failures; default discards.
 	Logger *slog.Logger
@@ -84,6 +85,10 @@ type Node struct {
 	seed   uint64 // the node's rendezvous identity, from its name
 	probe  *probe // the tracker's own connection to it
 	counts *nodeCounters
+	// conns counts the connections its pool has made: a causal read may
+	// trust the tracker's replay position only if no connection was made
+	// after the poll that read it began (see causalOnReplica).
+	conns atomic.Uint64
 }
 
 // Router routes reads and writes over the nodes.
@@ -102,7 +107,7 @@ type Router struct {
 	history atomic.Pointer[history]
 
 	randMu sync.Mutex
-	rand   *rand.Rand
+	rand   *rand.Rand // nil: the lock-free top-level generator (intn)
 
 	snap    atomic.Pointer[snapshot]
 	tracker *tracker
@@ -209,6 +214,14 @@ func (r *Router) newNode(ctx context.Context, pc *pgxpool.Config) (*Node, error)
 	n := &Node{Name: name, seed: nodeSeed(name), counts: r.counts.of(name),
 		addr: fmt.Sprintf("%s:%d", pc.ConnConfig.Host, pc.ConnConfig.Port)}
 	pc.ConnConfig.Tracer = &roundTripTracer{n: &n.counts.roundTrips}
+	afterConnect := pc.AfterConnect
+	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		n.conns.Add(1)
+		if afterConnect != nil {
+			return afterConnect(ctx, c)
+		}
+		return nil
+	}
 	n.probe = newProbe(pc.ConnConfig)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
@@ -243,9 +256,6 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.PreferFresh <= 0 {
 		cfg.PreferFresh = time.Second
-	}
-	if cfg.Rand == nil {
-		cfg.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())) // #nosec G404 -- load spreading, not security
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -54,7 +54,7 @@ type Decision struct {
 type Trace struct {
 	mu        sync.Mutex
 	decisions []Decision
-	keepSQL   bool
+	keepSQL   atomic.Bool // read by every read: no lock
 }
 
 type traceKey struct{}
@@ -69,19 +69,12 @@ func WithTrace(ctx context.Context) (context.Context, *Trace) {
 // pages that show it.
 func (t *Trace) KeepSQL() {
 	if t != nil {
-		t.mu.Lock()
-		t.keepSQL = true
-		t.mu.Unlock()
+		t.keepSQL.Store(true)
 	}
 }
 
 func (t *Trace) keepsSQL() bool {
-	if t == nil {
-		return false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.keepSQL
+	return t != nil && t.keepSQL.Load()
 }
 
 // TraceFrom returns the trace in ctx, or nil.

@@ -63,6 +63,9 @@ type Health struct {
 	Patroni Patroni
 
 	started time.Time // pg_postmaster_start_time(): a change means a restart
+	// connsAt is the node's pool connection count (Node.conns) when the
+	// poll that read Position began.
+	connsAt uint64
 }
 
 // Patroni is one member as Patroni's REST API (GET /cluster) reports it.
@@ -449,13 +452,14 @@ func (t *tracker) close() {
 func (t *tracker) pollOnce(ctx context.Context, m *member) {
 	timeout := max(10*t.interval, time.Second)
 	probe := m.node.probe
+	connsAt := m.node.conns.Load() // before asking: see causalOnReplica
 	res, err := probe.ask(ctx, timeout)
 	now := time.Now()
 	if ctx.Err() != nil {
 		return
 	}
 	name := m.node.Name
-	h := Health{Name: name, Member: name, CheckedAt: now}
+	h := Health{Name: name, Member: name, CheckedAt: now, connsAt: connsAt}
 	if err != nil {
 		h.Err = err.Error()
 	} else {
@@ -725,8 +729,27 @@ func ParseLSN(s string) (uint64, error) {
 }
 
 // FormatLSN writes a WAL position as PostgreSQL prints it.
+// It runs on every causal read, so it allocates only the string.
 func FormatLSN(lsn uint64) string {
-	return fmt.Sprintf("%X/%X", lsn>>32, lsn&0xFFFFFFFF)
+	var buf [17]byte
+	b := appendHex(buf[:0], lsn>>32)
+	b = append(b, '/')
+	return string(appendHex(b, lsn&0xFFFFFFFF))
+}
+
+// appendHex appends v in upper-case hexadecimal, as PostgreSQL prints LSNs.
+func appendHex(b []byte, v uint64) []byte {
+	const digits = "0123456789ABCDEF"
+	var tmp [16]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = digits[v&0xF]
+		if v >>= 4; v == 0 {
+			break
+		}
+	}
+	return append(b, tmp[i:]...)
 }
 
 // Health returns what the tracker last saw of every node, the primary

@@ -2,29 +2,25 @@ package lab
 
 import (
 	"context"
-	"fmt"
-	"io"
+	"runtime/pprof"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"quest/internal/dbrouter"
 )
 
 // benchQuery is the read both sides of the query-level benchmark run: the
 // catalog page's query.
 const benchQuery = `SELECT id, name, wielder, color, description FROM items ORDER BY id`
 
-// BenchResult is one side of the query-level benchmark.
+// BenchResult is one measurement of one row of the query-level benchmark.
 type BenchResult struct {
 	Name     string
 	Queries  int
 	Errors   int
 	QPS      float64
 	P50, P99 time.Duration
-	Ratio    float64 // QPS ÷ the proxy's QPS, for Quest's rows
 }
 
 // scanItems reads the catalog rows, as the app does.
@@ -50,7 +46,9 @@ func bench(ctx context.Context, name string, clients int, d time.Duration, query
 	var wg sync.WaitGroup
 	for c := range clients {
 		wg.Add(1)
-		go func() {
+		// The row's name labels its samples in a CPU profile
+		// (go tool pprof -tagfocus row=random).
+		go pprof.Do(ctx, pprof.Labels("row", name), func(ctx context.Context) {
 			defer wg.Done()
 			var mine []time.Duration
 			errs := 0
@@ -73,26 +71,13 @@ func bench(ctx context.Context, name string, clients int, d time.Duration, query
 			lat = append(lat, mine...)
 			res.Errors += errs
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
 	res.Queries = len(lat)
 	res.QPS = float64(len(lat)) / d.Seconds()
 	res.P50, res.P99 = percentiles(lat)
 	return res
-}
-
-// benchRouter measures reads through Quest's router with one strategy.
-func benchRouter(ctx context.Context, r *dbrouter.Router, s dbrouter.Strategy, clients int, d time.Duration) BenchResult {
-	states := make([]*dbrouter.State, clients)
-	for i := range states {
-		states[i] = &dbrouter.State{Session: uint64(i + 1)}
-	}
-	return bench(ctx, "Quest "+s.String(), clients, d, func(ctx context.Context, c int) error {
-		return r.ReadWith(dbrouter.WithState(ctx, states[c]), s, dbrouter.Shared, func(b *pgx.Batch) {
-			b.Queue(benchQuery).Query(scanItems)
-		})
-	})
 }
 
 // benchPool measures the same reads through a plain pool (pgpool-II's port).
@@ -105,21 +90,4 @@ func benchPool(ctx context.Context, name string, pool *pgxpool.Pool, clients int
 		defer rows.Close()
 		return scanItems(rows)
 	})
-}
-
-// benchMarkdown writes the benchmark's table.
-func benchMarkdown(w io.Writer, results []BenchResult, clients int, d time.Duration) {
-	fmt.Fprintf(w, "| reads through | queries/s | p50 | p99 | × pgpool-II |\n| --- | ---: | ---: | ---: | ---: |\n")
-	for _, r := range results {
-		ratio := "1.00"
-		if r.Ratio > 0 {
-			ratio = fmt.Sprintf("%.2f", r.Ratio)
-		}
-		errs := ""
-		if r.Errors > 0 {
-			errs = fmt.Sprintf(" (%d errors)", r.Errors)
-		}
-		fmt.Fprintf(w, "| %s%s | %.0f | %s | %s | %s |\n", r.Name, errs, r.QPS, ms(r.P50, 2), ms(r.P99, 2), ratio)
-	}
-	fmt.Fprintf(w, "\n%d concurrent clients, %s per row after a warm-up, the same pgx driver and query (%q).\n", clients, d, benchQuery)
 }

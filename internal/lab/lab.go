@@ -10,8 +10,9 @@
 // Where things are: client.go is the simulated browser, story.go the two
 // stories and tally.go what is counted while they play; lab.go the lag
 // experiment, faults.go and scenarios.go the fault runs, faults_ha.go the
-// HA fault table, pgpool.go and bench.go the comparison; report.go writes
-// the tables and files.
+// HA fault table, pgpool.go the comparison with pgpool-II; bench.go and
+// benchrun.go the query-level benchmark (quest lab bench); report.go
+// writes the tables and files.
 package lab
 
 import (
@@ -152,10 +153,6 @@ type Result struct {
 	Checks   []time.Duration // when users re-read their wishlists after an add
 	Cells    []Cell
 	Comments []string // extra lines printed under the table (pgpool's settings, say)
-
-	Bench        []BenchResult // the query-level benchmark, with the pgpool-II comparison
-	BenchClients int
-	BenchTime    time.Duration
 }
 
 // Run runs the experiment: for every strategy, every lag setting, then the

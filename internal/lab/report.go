@@ -51,10 +51,6 @@ func (r *Result) Markdown(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\n%d simulated users (half add to their wishlist and re-read it, half re-read a forum thread one writer appends to), %s think time, %s per cell; closed-loop cells without think time or lag. Run took %s on %s.\n",
 		r.Users, r.Think, r.CellTime, r.Elapsed.Round(time.Second), r.Machine)
-	if len(r.Bench) > 0 {
-		fmt.Fprintln(w)
-		benchMarkdown(w, r.Bench, r.BenchClients, r.BenchTime)
-	}
 	for _, line := range r.Comments {
 		fmt.Fprintln(w, line)
 	}

@@ -1,0 +1,442 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"quest/internal/cluster"
+	"quest/internal/dbrouter"
+	"quest/internal/pgpool"
+)
+
+// The interleaved query-level benchmark (quest lab bench): what routing
+// costs against the physical limit, the same read from the same driver
+// straight to one replica. The direct row runs before the first strategy
+// row, between every two and after the last, in every repetition, so each
+// strategy is compared with direct measurements taken seconds around it:
+// a noisy neighbour or a frequency change hits both alike.
+
+// Row names of the benchmark besides the strategies'.
+const (
+	// CausalWrote is causal for sessions with a position: each client
+	// wrote once, so every read runs the in-band check against a real
+	// position (and keeps the position the reads advance it to).
+	CausalWrote = "causal (wrote)"
+	// CausalNoPosition is causal for sessions with no position (a visitor
+	// who never wrote): each read starts from an empty state.
+	CausalNoPosition = "causal (no position)"
+	// PgpoolRow is the same read through pgpool-II (--via-pgpool).
+	PgpoolRow = "pgpool-II"
+	// SpreadRow is the control for the strategies that draw a replica per
+	// read: no router, a plain pool per replica, each read on a random one.
+	// It is what spreading reads costs by itself on the machine.
+	SpreadRow = "no router (random replica)"
+)
+
+// BenchRows are the benchmark's strategy rows by default, in order.
+func BenchRows() []string {
+	var rows []string
+	for _, s := range dbrouter.Strategies() {
+		switch s {
+		case dbrouter.Causal:
+			rows = append(rows, CausalWrote, CausalNoPosition)
+		case dbrouter.Yours:
+			// yours is the lab's teaching strategy, not a production one.
+		default:
+			rows = append(rows, s.String())
+		}
+	}
+	return append(rows, SpreadRow)
+}
+
+// BenchConfig configures the interleaved benchmark.
+type BenchConfig struct {
+	Cluster *cluster.Cluster
+	Clients int           // concurrent clients on every side; default 8
+	Time    time.Duration // per row, after a warm-up; default 3 s
+	Repeat  int           // repetitions of the whole interleaved sequence; default 3
+	// Rows are the strategy rows (BenchRows' names, or a strategy's name:
+	// "causal" is both causal rows); default BenchRows.
+	Rows []string
+	// ViaPgpool adds a pgpool-II row: pgpool-II is started in front of the
+	// cluster and stopped afterwards.
+	ViaPgpool bool
+	Progress  io.Writer
+}
+
+// BenchRow is one side of the interleaved benchmark over the repetitions.
+type BenchRow struct {
+	Name string
+	Runs []BenchResult // one per measurement
+	// Ratios are each strategy run's queries/s over the mean of the direct
+	// runs just before and after it; empty for the direct row.
+	Ratios []float64
+	// Median, Min and Max summarise Ratios; QPS, P50 and P99 are the
+	// medians over Runs.
+	Median, Min, Max float64
+	QPS              float64
+	P50, P99         time.Duration
+}
+
+// BenchRun is a whole interleaved benchmark.
+type BenchRun struct {
+	Started  time.Time
+	Elapsed  time.Duration
+	Machine  string
+	Postgres string
+	Clients  int
+	Time     time.Duration
+	Repeat   int
+	Direct   string     // the direct row's name
+	Rows     []BenchRow // the direct row first
+	Comments []string
+}
+
+func (cfg *BenchConfig) defaults() {
+	if cfg.Clients <= 0 {
+		cfg.Clients = benchClients
+	}
+	if cfg.Time <= 0 {
+		cfg.Time = 3 * time.Second
+	}
+	if cfg.Repeat <= 0 {
+		cfg.Repeat = 3
+	}
+	if len(cfg.Rows) == 0 {
+		cfg.Rows = BenchRows()
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+}
+
+// ParseBenchRows reads a comma-separated list of rows: strategy names
+// ("causal" meaning both causal rows) or BenchRows' names.
+func ParseBenchRows(list string) ([]string, error) {
+	var rows []string
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		switch {
+		case name == "causal":
+			rows = append(rows, CausalWrote, CausalNoPosition)
+		case slices.Contains(BenchRows(), name):
+			rows = append(rows, name)
+		default:
+			return nil, fmt.Errorf("no benchmark row %q: choose among %s (causal is both causal rows)",
+				name, strings.Join(BenchRows(), ", "))
+		}
+	}
+	return rows, nil
+}
+
+// benchSide measures one row once.
+type benchSide func(ctx context.Context) BenchResult
+
+// Bench runs the interleaved benchmark on the cluster.
+func Bench(ctx context.Context, cfg BenchConfig) (*BenchRun, error) {
+	cfg.defaults()
+	c := cfg.Cluster
+	run := &BenchRun{Started: time.Now(), Machine: machine(), Clients: cfg.Clients, Time: cfg.Time, Repeat: cfg.Repeat,
+		Direct: "direct to " + cluster.ReplicaName(1)}
+	clients := int32(cfg.Clients) // #nosec G115 -- the command bounds it
+	direct, err := poolOf(ctx, c.ReplicaURLs()[0], clients)
+	if err != nil {
+		return nil, err
+	}
+	defer direct.Close()
+	if err := direct.QueryRow(ctx, `SELECT current_setting('server_version')`).Scan(&run.Postgres); err != nil {
+		return nil, fmt.Errorf("the benchmark cannot read from %s: %w", run.Direct, err)
+	}
+	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), MaxConns: clients})
+	if err != nil {
+		return nil, fmt.Errorf("the benchmark's router: %w", err)
+	}
+	defer r.Close()
+	if err := awaitReplicas(ctx, r); err != nil {
+		return nil, err
+	}
+
+	sides := map[string]benchSide{}
+	for _, name := range cfg.Rows {
+		if _, done := sides[name]; done {
+			continue
+		}
+		switch name {
+		case SpreadRow:
+			var pools []*pgxpool.Pool
+			for _, u := range c.ReplicaURLs() {
+				p, err := poolOf(ctx, u, clients)
+				if err != nil {
+					return nil, err
+				}
+				defer p.Close()
+				pools = append(pools, p)
+			}
+			sides[name] = func(ctx context.Context) BenchResult {
+				return benchPools(ctx, name, pools, cfg.Clients, cfg.Time)
+			}
+		case CausalWrote:
+			states, err := wroteStates(ctx, r, cfg.Clients)
+			if err != nil {
+				return nil, err
+			}
+			sides[name] = func(ctx context.Context) BenchResult {
+				return benchStates(ctx, r, name, dbrouter.Causal, states, cfg.Time, nil)
+			}
+		case CausalNoPosition:
+			states := sessionStates(cfg.Clients)
+			sides[name] = func(ctx context.Context) BenchResult {
+				// Each read starts with no position, as a visitor's first read.
+				return benchStates(ctx, r, name, dbrouter.Causal, states, cfg.Time, func(st *dbrouter.State) { st.Token = dbrouter.Token{} })
+			}
+		default:
+			s, err := dbrouter.ParseStrategy(name)
+			if err != nil {
+				return nil, err
+			}
+			states := sessionStates(cfg.Clients)
+			sides[name] = func(ctx context.Context) BenchResult {
+				return benchStates(ctx, r, name, s, states, cfg.Time, nil)
+			}
+		}
+	}
+	rows := slices.Clone(cfg.Rows)
+	if cfg.ViaPgpool {
+		pp, ppCfg, err := startPgpool(ctx, c, max(cfg.Clients, 10), cfg.Progress)
+		if err != nil {
+			return nil, err
+		}
+		defer pp.Stop()
+		ppPool, err := poolOf(ctx, pp.URL(), clients)
+		if err != nil {
+			return nil, err
+		}
+		defer ppPool.Close()
+		sides[PgpoolRow] = func(ctx context.Context) BenchResult {
+			return benchPool(ctx, PgpoolRow, ppPool, cfg.Clients, cfg.Time)
+		}
+		rows = append(rows, PgpoolRow)
+		run.Comments = append(run.Comments, "pgpool-II "+pgpool.Version()+" in front of the cluster, set up as: `"+strings.Join(ppCfg.Settings(), "`, `")+"`.")
+	}
+	sides[run.Direct] = func(ctx context.Context) BenchResult {
+		return benchPool(ctx, run.Direct, direct, cfg.Clients, cfg.Time)
+	}
+
+	fmt.Fprintf(cfg.Progress, "bench: %d clients, %s per row, %d rows interleaved with %s, %d repetitions (about %s)\n",
+		cfg.Clients, cfg.Time, len(rows), run.Direct, cfg.Repeat,
+		(time.Duration(cfg.Repeat*(2*len(rows)+1)) * (cfg.Time + min(cfg.Time/4, 500*time.Millisecond))).Round(time.Second))
+	byName := map[string]*BenchRow{run.Direct: {Name: run.Direct}}
+	run.Rows = []BenchRow{}
+	order := []string{run.Direct}
+	for _, name := range rows {
+		if byName[name] == nil {
+			byName[name] = &BenchRow{Name: name}
+			order = append(order, name)
+		}
+	}
+	measure := func(rep int, name string) (BenchResult, error) {
+		res := sides[name](ctx)
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		if res.QPS == 0 {
+			return res, fmt.Errorf("the benchmark's %s row answered no query (%d errors)", name, res.Errors)
+		}
+		row := byName[name]
+		row.Runs = append(row.Runs, res)
+		fmt.Fprintf(cfg.Progress, "  %d/%d  %-22s %7.0f queries/s  p50 %s\n", rep+1, cfg.Repeat, name, res.QPS, ms(res.P50, 2))
+		return res, nil
+	}
+	for rep := range cfg.Repeat {
+		before, err := measure(rep, run.Direct)
+		if err != nil {
+			return nil, err
+		}
+		for _, name := range rows {
+			res, err := measure(rep, name)
+			if err != nil {
+				return nil, err
+			}
+			after, err := measure(rep, run.Direct)
+			if err != nil {
+				return nil, err
+			}
+			ratio := res.QPS / ((before.QPS + after.QPS) / 2)
+			byName[name].Ratios = append(byName[name].Ratios, ratio)
+			fmt.Fprintf(cfg.Progress, "        %-22s %.2f× direct\n", name, ratio)
+			before = after
+		}
+	}
+	for _, name := range order {
+		row := byName[name]
+		row.summarise()
+		run.Rows = append(run.Rows, *row)
+	}
+	run.Elapsed = time.Since(run.Started)
+	return run, nil
+}
+
+// summarise fills the row's medians and spread.
+func (row *BenchRow) summarise() {
+	qps := make([]float64, len(row.Runs))
+	var p50, p99 []time.Duration
+	for i, r := range row.Runs {
+		qps[i], p50, p99 = r.QPS, append(p50, r.P50), append(p99, r.P99)
+	}
+	row.QPS, row.P50, row.P99 = median(qps), median(p50), median(p99)
+	if len(row.Ratios) > 0 {
+		row.Median, row.Min, row.Max = median(row.Ratios), slices.Min(row.Ratios), slices.Max(row.Ratios)
+	}
+}
+
+// median is the middle value (the mean of the two middle ones).
+func median[T float64 | time.Duration](v []T) T {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+// awaitReplicas waits until the router's tracker has seen every replica
+// usable, so no row starts while reads still fall back to the primary.
+func awaitReplicas(ctx context.Context, r *dbrouter.Router) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		usable := 0
+		for _, h := range r.Health() {
+			if h.InRecovery && h.Status == dbrouter.Usable {
+				usable++
+			}
+		}
+		if usable == len(r.Replicas()) && usable > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the benchmark's router sees %d of %d replicas usable after 10 s", usable, len(r.Replicas()))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// sessionStates are one session per client, with no position.
+func sessionStates(clients int) []*dbrouter.State {
+	states := make([]*dbrouter.State, clients)
+	for i := range states {
+		states[i] = &dbrouter.State{Session: uint64(i + 1)} // #nosec G115 -- i ≥ 0
+	}
+	return states
+}
+
+// wroteStates are one session per client, each with the position of a
+// write of its own, as a signed-in user who just changed something has.
+func wroteStates(ctx context.Context, r *dbrouter.Router, clients int) ([]*dbrouter.State, error) {
+	states := sessionStates(clients)
+	for _, st := range states {
+		err := r.Write(dbrouter.WithState(ctx, st), func(tx pgx.Tx) error {
+			// A real change (a new row version, WAL to replay), which
+			// leaves the catalog as it was.
+			_, err := tx.Exec(ctx, `UPDATE items SET name = name WHERE id = (SELECT min(id) FROM items)`)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("the benchmark's sessions could not write: %w", err)
+		}
+		if st.Token.IsZero() {
+			return nil, fmt.Errorf("a write gave the session no position")
+		}
+	}
+	return states, nil
+}
+
+// benchStates measures reads through the router with strategy s, client c
+// reading as session states[c]; reset, when set, runs before each read.
+func benchStates(ctx context.Context, r *dbrouter.Router, name string, s dbrouter.Strategy, states []*dbrouter.State, d time.Duration, reset func(*dbrouter.State)) BenchResult {
+	ctxs := make([]context.Context, len(states))
+	for i, st := range states {
+		ctxs[i] = dbrouter.WithState(ctx, st)
+	}
+	read := func(b *pgx.Batch) { b.Queue(benchQuery).Query(scanItems) }
+	return bench(ctx, name, len(states), d, func(_ context.Context, c int) error {
+		if reset != nil {
+			reset(states[c])
+		}
+		return r.ReadWith(ctxs[c], s, dbrouter.Shared, read)
+	})
+}
+
+// benchPools measures the read on a random pool of pools each time: a
+// random replica, without a router.
+func benchPools(ctx context.Context, name string, pools []*pgxpool.Pool, clients int, d time.Duration) BenchResult {
+	return bench(ctx, name, clients, d, func(ctx context.Context, _ int) error {
+		rows, err := pools[rand.IntN(len(pools))].Query(ctx, benchQuery) // #nosec G404 -- load spreading
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		return scanItems(rows)
+	})
+}
+
+// Markdown writes the benchmark's table.
+func (b *BenchRun) Markdown(w io.Writer) {
+	fmt.Fprintf(w, "| reads through | queries/s (median) | p50 | p99 | × direct (median) | × direct (min–max) |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, row := range b.Rows {
+		errs := 0
+		for _, r := range row.Runs {
+			errs += r.Errors
+		}
+		name := row.Name
+		if errs > 0 {
+			name += fmt.Sprintf(" (%d errors)", errs)
+		}
+		median, spread := "1.00", "–"
+		if len(row.Ratios) > 0 {
+			median, spread = fmt.Sprintf("%.2f", row.Median), fmt.Sprintf("%.2f–%.2f", row.Min, row.Max)
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %s |\n", name, row.QPS, ms(row.P50, 2), ms(row.P99, 2), median, spread)
+	}
+	fmt.Fprintf(w, "\n%d concurrent clients, the same pgx driver and query (%q), %s per row after a warm-up; "+
+		"%d repetitions, each strategy row between two %s rows, its ratio taken to their mean. "+
+		"Run took %s on %s, PostgreSQL %s, clients and servers on the same machine.\n",
+		b.Clients, benchQuery, b.Time, b.Repeat, b.Direct, b.Elapsed.Round(time.Second), b.Machine, b.Postgres)
+	for _, line := range b.Comments {
+		fmt.Fprintln(w, "\n"+line)
+	}
+}
+
+// WriteFiles writes bench.md and bench.json into dir.
+func (b *BenchRun) WriteFiles(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	var md strings.Builder
+	b.Markdown(&md)
+	if err := os.WriteFile(filepath.Join(dir, "bench.md"), []byte(md.String()), 0o600); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "bench.json"), append(js, '\n'), 0o600)
+}
