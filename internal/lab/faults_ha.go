@@ -392,15 +392,9 @@ func (h *haRun) crash(ctx context.Context, row *HARow) error {
 		return err
 	}
 	row.Promoted = time.Since(began)
-	probe.settled(time.Now())
-	back, refused, err := probe.wait(ctx)
-	if err != nil {
+	if err := probe.finish(ctx, began, row); err != nil {
 		return err
 	}
-	if !back.IsZero() {
-		row.WritesBack, row.Refused = back.Sub(began), back.Sub(refused)
-	}
-	row.FailedWrites, row.Notes = probe.failures(row.Notes)
 	h.say("%s promoted after %.1f s; writes back %.1f s after the crash", row.NewLeader, row.Promoted.Seconds(), row.WritesBack.Seconds())
 	return nil
 }
@@ -438,15 +432,9 @@ func (h *haRun) switchover(ctx context.Context, row *HARow) error {
 		return err
 	}
 	row.Member, row.NewLeader, row.Switchover = from, to, time.Since(began)
-	probe.settled(time.Now())
-	back, refused, err := probe.wait(ctx)
-	if err != nil {
+	if err := probe.finish(ctx, began, row); err != nil {
 		return err
 	}
-	if !back.IsZero() {
-		row.WritesBack, row.Refused = back.Sub(began), back.Sub(refused)
-	}
-	row.FailedWrites, row.Notes = probe.failures(row.Notes)
 	h.say("switchover %s → %s done after %.1f s; writes back %.1f s after it was asked for", from, to, row.Switchover.Seconds(), row.WritesBack.Seconds())
 	return nil
 }
@@ -521,29 +509,30 @@ func (f *faultRun) probeWrites(ctx context.Context) *writeProbe {
 	return p
 }
 
-// settled tells the probe the fault is over at t.
-func (p *writeProbe) settled(t time.Time) { p.settle <- t }
-
-// wait waits for the probe to finish and returns when writes came back
-// (zero if they never stopped) and when they were first refused.
-func (p *writeProbe) wait(ctx context.Context) (back, refused time.Time, err error) {
+// finish tells the probe the fault is over now, waits for it, and
+// records in row when writes came back (from began; zero if they never
+// stopped), how long they were refused, and the probe's writes that failed
+// otherwise than by being refused, with a note on the first.
+func (p *writeProbe) finish(ctx context.Context, began time.Time, row *HARow) error {
+	p.settle <- time.Now()
 	select {
 	case <-p.done:
 	case <-ctx.Done():
 		p.cancel()
 		<-p.done
-		return time.Time{}, time.Time{}, ctx.Err()
+		return ctx.Err()
 	}
-	return p.back, p.refused, p.err
-}
-
-// failures counts the probe's writes that failed otherwise than by being
-// refused, and adds a note on the first to notes.
-func (p *writeProbe) failures(notes []string) (int, []string) {
+	if p.err != nil {
+		return p.err
+	}
+	if !p.back.IsZero() {
+		row.WritesBack, row.Refused = p.back.Sub(began), p.back.Sub(p.refused)
+	}
+	row.FailedWrites = p.other
 	if p.other > 0 {
-		notes = append(notes, fmt.Sprintf("%d probe writes failed otherwise than read-only; the first: %s", p.other, p.first))
+		row.Notes = append(row.Notes, fmt.Sprintf("%d probe writes failed otherwise than read-only; the first: %s", p.other, p.first))
 	}
-	return p.other, notes
+	return nil
 }
 
 // stop ends the probe and waits for it.
