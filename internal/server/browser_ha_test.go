@@ -80,20 +80,7 @@ func TestBrowserHAFailover(t *testing.T) {
 	if err := store.MigrateURL(ctx, c.PrimaryURL(), "up", io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	cfg := app.Config{
-		Router:     dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: dbrouter.Causal, PollInterval: 50 * time.Millisecond},
-		SessionKey: testKey, LoginsPerMinutePerAddr: 10000, SignupsPerHourPerAddr: 10000,
-	}
-	cfg.ManageCluster(c)
-	a, err := app.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start("127.0.0.1:0"); err != nil {
-		a.Close()
-		t.Fatal(err)
-	}
-	defer a.Close() // before the cluster goes down
+	a := startAppOn(t, c, dbrouter.Causal, nil, func(cfg *app.Config) { cfg.ManageCluster(c) }).app
 	first := c.Nodes()[0].Name
 	primary := func() string {
 		h := a.Router.Health()[0]

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"quest/internal/app"
 	"quest/internal/cluster"
 	"quest/internal/dbrouter"
 	"quest/internal/store"
@@ -46,19 +45,8 @@ func TestALostAddIsToldAfterTheNextForm(t *testing.T) {
 	if err := store.MigrateURL(ctx, c.PrimaryURL(), "up", io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	a, err := app.New(ctx, app.Config{
-		Router:     dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: dbrouter.Causal, PollInterval: 50 * time.Millisecond},
-		SessionKey: testKey, LoginsPerMinutePerAddr: 10000, SignupsPerHourPerAddr: 10000,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start("127.0.0.1:0"); err != nil {
-		a.Close()
-		t.Fatal(err)
-	}
-	defer a.Close() // before the cluster goes down
-	ta := &testApp{URL: a.URL(), router: a.Router, store: a.Store, c: c}
+	ta := startAppOn(t, c, dbrouter.Causal, nil)
+	a := ta.app
 	user := ta.client(t)
 	user.signup()
 	add := func(item string) {

@@ -50,7 +50,13 @@ func newApp(t *testing.T, s dbrouter.Strategy) *testApp {
 // and levers; each tweak may change the configuration first.
 func startApp(t *testing.T, s dbrouter.Strategy, levers server.Levers, tweaks ...func(*app.Config)) *testApp {
 	t.Helper()
-	c := testcluster.Get(t)
+	return startAppOn(t, testcluster.Get(t), s, levers, tweaks...)
+}
+
+// startAppOn is startApp on a cluster of the test's own. The app closes
+// before cleanups registered earlier run, the cluster's removal among them.
+func startAppOn(t *testing.T, c *cluster.Cluster, s dbrouter.Strategy, levers server.Levers, tweaks ...func(*app.Config)) *testApp {
+	t.Helper()
 	cfg := app.Config{
 		Router:     dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), Strategy: s, PollInterval: 50 * time.Millisecond},
 		SessionKey: testKey, LoginsPerMinutePerAddr: 10000, SignupsPerHourPerAddr: 10000, Levers: levers,
