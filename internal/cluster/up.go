@@ -314,14 +314,14 @@ func initdb(ctx context.Context, u osUser, bindir, workDir, dataDir, superPasswo
 // bootstrap creates the application, replication and lever roles and the
 // application database.
 func (c *Cluster) bootstrap(ctx context.Context, leader Node) error {
-	if c.st.HA != nil { // Patroni makes the replication role and the slots
-		return runBootstrap(ctx, c.SuperURL(leader), pgURL(SuperUser, c.st.Passwords.Super, leader.Port, Database), c.st.Passwords, false, nil)
-	}
+	replRole := c.st.HA == nil // else Patroni makes the replication role and the slots
 	var slots []string
-	for _, n := range c.st.Nodes[1:] {
-		slots = append(slots, n.Name)
+	if replRole {
+		for _, n := range c.st.Nodes[1:] {
+			slots = append(slots, n.Name)
+		}
 	}
-	return runBootstrap(ctx, c.SuperURL(leader), pgURL(SuperUser, c.st.Passwords.Super, leader.Port, Database), c.st.Passwords, true, slots)
+	return runBootstrap(ctx, c.SuperURL(leader), pgURL(SuperUser, c.st.Passwords.Super, leader.Port, Database), c.st.Passwords, replRole, slots)
 }
 
 // bootstrapSQL returns what makes a new leader Quest's: the roles and the
