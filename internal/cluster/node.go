@@ -142,14 +142,17 @@ func initLeaderNode(ctx context.Context, cfg NodeConfig, u osUser, bindir, work 
 	if err != nil {
 		return err
 	}
-	pgctl := filepath.Join(bindir, "pg_ctl")
 	logFile := filepath.Join(work, "bootstrap.log")
 	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d", ports[0])
-	if err := run(u.command(ctx, work, pgctl, "start", "-w", "-t", "60", "-D", cfg.DataDir, "-l", logFile, "-o", opts)); err != nil {
+	if err := run(u.command(ctx, work, filepath.Join(bindir, "pg_ctl"), "start", "-w", "-t", "60", "-D", cfg.DataDir, "-l", logFile, "-o", opts)); err != nil {
 		return fmt.Errorf("leader: start for set-up: %w%s", err, logTail(logFile))
 	}
-	defer func() {
-		if stopErr := run(u.command(context.WithoutCancel(ctx), work, pgctl, "stop", "-w", "-m", "fast", "-D", cfg.DataDir)); err == nil {
+	pid, err := postmasterPID(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer func() { // a fast shutdown, by the pid, as Down stops the launcher's nodes
+		if stopErr := signalAndWait(context.WithoutCancel(ctx), pid, false); err == nil {
 			err = stopErr
 		}
 	}()
