@@ -20,7 +20,7 @@ func (e environment) labBench(ctx context.Context, args []string) error {
 	seconds := fs.Float64("seconds", 3, "how long each row runs, after a warm-up of a quarter of it (at most 0.5 s)")
 	clients := fs.Int("clients", 8, "concurrent clients on every side, and the size of each pool")
 	repeat := fs.Int("repeat", 3, "repetitions of the interleaved sequence; each strategy's ratio is the median over them")
-	strategies := fs.String("strategies", "", "comma-separated rows to run: primary, random, pin-own, sticky, timed, causal (both causal rows),\n\""+lab.CausalWrote+"\", \""+lab.CausalNoPosition+"\", \""+lab.SpreadRow+"\" (the control: each read on a random\nreplica through plain pools) (default all, in that order)")
+	strategies := fs.String("strategies", "", "comma-separated rows to run: primary, random, pin-own, sticky, timed, causal (both causal rows),\n\""+lab.CausalWrote+"\", \""+lab.CausalNoPosition+"\", and the controls without a router:\n\""+lab.SpreadRow+"\" (each read on a random replica through plain pools) and\n\""+lab.PositionRow+"\" (each client on one replica, the read and causal's\nreplay position check in one batch) (default all, in that order)")
 	viaPgpool := fs.Bool("via-pgpool", false, "also start pgpool-II in front of the cluster and measure the read through it (a pgpool-II row)")
 	out := fs.String("out", "", "directory for bench.md and bench.json (default .quest/lab beside the state dir)")
 	update := fs.String("update", "", "also replace the marked section of this Markdown file with the table: <!-- bench:begin --> … <!-- bench:end -->")

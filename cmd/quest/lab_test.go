@@ -266,7 +266,15 @@ func TestLabBenchShort(t *testing.T) {
 		case len(r.Runs) != 1 || r.QPS == 0 || len(r.Ratios) != 1 || r.Median <= 0:
 			t.Errorf("%s: %d runs at %.0f queries/s, ratios %v; want one run, measured, with its ratio", name, len(r.Runs), r.QPS, r.Ratios)
 		}
-		if !regexp.MustCompile(`(?m)^\| ` + regexp.QuoteMeta(name) + ` \| \d+ \| [\d.]+ ms \| [\d.]+ ms \| \d\.\d\d \| \d\.\d\d–\d\.\d\d \|$`).MatchString(stdout) {
+		control := `–`
+		if want := map[string]string{"random": lab.SpreadRow, "pin-own": lab.SpreadRow, "timed": lab.SpreadRow,
+			lab.CausalWrote: lab.PositionRow, lab.CausalNoPosition: lab.PositionRow}[name]; want != "" {
+			control = `\d\.\d\d \(\d\.\d\d–\d\.\d\d\)`
+			if r.Control != want || len(r.ControlRatios) != 1 || r.ControlMedian <= 0 {
+				t.Errorf("%s: control %q with ratios %v; want its ratio to %q", name, r.Control, r.ControlRatios, want)
+			}
+		}
+		if !regexp.MustCompile(`(?m)^\| ` + regexp.QuoteMeta(name) + ` \| \d+ \| [\d.]+ ms \| [\d.]+ ms \| \d\.\d\d \| \d\.\d\d–\d\.\d\d \| ` + control + ` \|$`).MatchString(stdout) {
 			t.Errorf("the table has no ratio row for %s:\n%s", name, stdout)
 		}
 	}

@@ -246,16 +246,18 @@ const (
 		SELECT CASE WHEN pg_is_in_recovery() AND pg_last_wal_replay_lsn() >= $1::text::pg_lsn THEN 0::float8
 		            ELSE quest_await_lsn($1::text::pg_lsn, $2) END`
 	replayQuery = `SELECT pg_last_wal_replay_lsn()::text`
-	// replayCheckQuery follows a causal read's data on a replica: the
-	// position the data cannot be newer than, and whether the server is
-	// still a standby.
-	replayCheckQuery = `SELECT pg_last_wal_replay_lsn()::text, pg_is_in_recovery()`
-	flushQuery       = `SELECT pg_current_wal_flush_lsn()::text`
-	insertQuery      = `SELECT pg_current_wal_insert_lsn()::text`
+	flushQuery  = `SELECT pg_current_wal_flush_lsn()::text`
+	insertQuery = `SELECT pg_current_wal_insert_lsn()::text`
 
 	codeShort      = "QW001" // quest_await_lsn: the budget ran out before replay reached the token
 	codeNotStandby = "QW002" // quest_await_lsn: the server is not in recovery
 )
+
+// ReplayCheckSQL follows a causal read's data on a replica, in the same
+// pipelined batch: the replay position the data cannot be newer than, and
+// whether the server is still a standby. It is exported for the
+// benchmark's control row, which runs it without a router.
+const ReplayCheckSQL = `SELECT pg_last_wal_replay_lsn()::text, pg_is_in_recovery()`
 
 // readCausal runs a causal read; s is the strategy the decision reports
 // (a session whose change a failover lost reads this way whatever its
@@ -388,7 +390,7 @@ func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, no
 		})
 	}
 	fn(b)
-	b.Queue(replayCheckQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last, &standby) })
+	b.Queue(ReplayCheckSQL).QueryRow(func(row pgx.Row) error { return row.Scan(&last, &standby) })
 	err = conn.SendBatch(ctx, b).Close()
 	d.SQL = sqlOf(ctx, b)
 	switch {

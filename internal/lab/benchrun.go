@@ -42,7 +42,26 @@ const (
 	// read: no router, a plain pool per replica, each read on a random one.
 	// It is what spreading reads costs by itself on the machine.
 	SpreadRow = "no router (random replica)"
+	// PositionRow is the control for causal: no router, a plain pool per
+	// replica, each client on one replica (as a causal session stays on
+	// its rendezvous replica), each read one pipelined batch of the query
+	// and the replay position check a causal read runs after its data.
+	// It is what the in-band guarantee's extra statement costs by itself.
+	PositionRow = "no router (read + replay position)"
 )
+
+// controlOf names the no-router row that does the same work as a
+// strategy row without the router's decisions: what the strategy would
+// cost if routing were free. Rows without one compare with direct itself.
+func controlOf(row string) string {
+	switch row {
+	case dbrouter.Random.String(), dbrouter.PinOwn.String(), dbrouter.Timed.String():
+		return SpreadRow
+	case CausalWrote, CausalNoPosition:
+		return PositionRow
+	}
+	return ""
+}
 
 // BenchRows are the benchmark's strategy rows by default, in order.
 func BenchRows() []string {
@@ -57,7 +76,7 @@ func BenchRows() []string {
 			rows = append(rows, s.String())
 		}
 	}
-	return append(rows, SpreadRow)
+	return append(rows, SpreadRow, PositionRow)
 }
 
 // BenchConfig configures the interleaved benchmark.
@@ -87,6 +106,13 @@ type BenchRow struct {
 	Median, Min, Max float64
 	QPS              float64
 	P50, P99         time.Duration
+	// Control is the row's no-router control (controlOf), when it ran;
+	// ControlRatios are the row's ratios over the control's in the same
+	// repetitions: the router's own cost. ControlMedian, ControlMin and
+	// ControlMax summarise them.
+	Control                               string    `json:",omitempty"`
+	ControlRatios                         []float64 `json:",omitempty"`
+	ControlMedian, ControlMin, ControlMax float64
 }
 
 // BenchRun is a whole interleaved benchmark.
@@ -116,6 +142,14 @@ func (cfg *BenchConfig) defaults() {
 	if len(cfg.Rows) == 0 {
 		cfg.Rows = BenchRows()
 	}
+	// One measurement per row and repetition, so that ratios pair up.
+	var rows []string
+	for _, r := range cfg.Rows {
+		if !slices.Contains(rows, r) {
+			rows = append(rows, r)
+		}
+	}
+	cfg.Rows = rows
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
 	}
@@ -168,23 +202,30 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchRun, error) {
 	}
 
 	sides := map[string]benchSide{}
+	var replicaPools []*pgxpool.Pool
 	for _, name := range cfg.Rows {
 		if _, done := sides[name]; done {
 			continue
 		}
 		switch name {
-		case SpreadRow:
-			var pools []*pgxpool.Pool
-			for _, u := range c.ReplicaURLs() {
-				p, err := poolOf(ctx, u, clients)
-				if err != nil {
-					return nil, err
+		case SpreadRow, PositionRow:
+			// The controls' plain pools, one per replica, shared by both.
+			if replicaPools == nil {
+				for _, u := range c.ReplicaURLs() {
+					p, err := poolOf(ctx, u, clients)
+					if err != nil {
+						return nil, err
+					}
+					defer p.Close()
+					replicaPools = append(replicaPools, p)
 				}
-				defer p.Close()
-				pools = append(pools, p)
+			}
+			pools, measure := replicaPools, benchPools
+			if name == PositionRow {
+				measure = benchPositions
 			}
 			sides[name] = func(ctx context.Context) BenchResult {
-				return benchPools(ctx, name, pools, cfg.Clients, cfg.Time)
+				return measure(ctx, name, pools, cfg.Clients, cfg.Time)
 			}
 		case CausalWrote:
 			states, err := wroteStates(ctx, r, cfg.Clients)
@@ -280,15 +321,16 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchRun, error) {
 	}
 	for _, name := range order {
 		row := byName[name]
-		row.summarise()
+		row.summarise(byName[controlOf(name)])
 		run.Rows = append(run.Rows, *row)
 	}
 	run.Elapsed = time.Since(run.Started)
 	return run, nil
 }
 
-// summarise fills the row's medians and spread.
-func (row *BenchRow) summarise() {
+// summarise fills the row's medians and spread, and its ratios to its
+// control when that ran (nil if not).
+func (row *BenchRow) summarise(control *BenchRow) {
 	qps := make([]float64, len(row.Runs))
 	var p50, p99 []time.Duration
 	for i, r := range row.Runs {
@@ -298,6 +340,17 @@ func (row *BenchRow) summarise() {
 	if len(row.Ratios) > 0 {
 		row.Median, row.Min, row.Max = median(row.Ratios), slices.Min(row.Ratios), slices.Max(row.Ratios)
 	}
+	if control == nil || len(control.Ratios) != len(row.Ratios) || len(row.Ratios) == 0 {
+		return
+	}
+	// Both ratios of a repetition were taken to direct rows of the same
+	// minute; their quotient is the row against its control then.
+	row.Control = control.Name
+	for i, r := range row.Ratios {
+		row.ControlRatios = append(row.ControlRatios, r/control.Ratios[i])
+	}
+	row.ControlMedian = median(row.ControlRatios)
+	row.ControlMin, row.ControlMax = slices.Min(row.ControlRatios), slices.Max(row.ControlRatios)
 }
 
 // median is the middle value (the mean of the two middle ones).
@@ -397,9 +450,30 @@ func benchPools(ctx context.Context, name string, pools []*pgxpool.Pool, clients
 	})
 }
 
+// benchPositions measures the read and the replay position check in one
+// pipelined batch, client c always on pools[c % len(pools)]: causal's
+// statements on a session's own replica, without a router.
+func benchPositions(ctx context.Context, name string, pools []*pgxpool.Pool, clients int, d time.Duration) BenchResult {
+	return bench(ctx, name, clients, d, func(ctx context.Context, c int) error {
+		var last *string
+		var standby bool
+		b := &pgx.Batch{}
+		b.Queue(benchQuery).Query(scanItems)
+		b.Queue(dbrouter.ReplayCheckSQL).QueryRow(func(row pgx.Row) error { return row.Scan(&last, &standby) })
+		if err := pools[c%len(pools)].SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		if last == nil || !standby {
+			return fmt.Errorf("the replay position check did not run on a standby")
+		}
+		_, err := dbrouter.ParseLSN(*last)
+		return err
+	})
+}
+
 // Markdown writes the benchmark's table.
 func (b *BenchRun) Markdown(w io.Writer) {
-	fmt.Fprintf(w, "| reads through | queries/s (median) | p50 | p99 | × direct (median) | × direct (min–max) |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(w, "| reads through | queries/s (median) | p50 | p99 | × direct (median) | × direct (min–max) | × its no-router control (min–max) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, row := range b.Rows {
 		errs := 0
 		for _, r := range row.Runs {
@@ -413,7 +487,11 @@ func (b *BenchRun) Markdown(w io.Writer) {
 		if len(row.Ratios) > 0 {
 			median, spread = fmt.Sprintf("%.2f", row.Median), fmt.Sprintf("%.2f–%.2f", row.Min, row.Max)
 		}
-		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %s |\n", name, row.QPS, ms(row.P50, 2), ms(row.P99, 2), median, spread)
+		control := "–"
+		if row.Control != "" {
+			control = fmt.Sprintf("%.2f (%.2f–%.2f)", row.ControlMedian, row.ControlMin, row.ControlMax)
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %s | %s |\n", name, row.QPS, ms(row.P50, 2), ms(row.P99, 2), median, spread, control)
 	}
 	fmt.Fprintf(w, "\n%d concurrent clients, the same pgx driver and query (%q), %s per row after a warm-up; "+
 		"%d repetitions, each strategy row between two %s rows, its ratio taken to their mean. "+
