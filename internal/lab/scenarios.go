@@ -18,7 +18,21 @@ func scenarios(cfg FaultConfig) []scenario {
 		{
 			name: replica + " killed (SIGKILL), restarted",
 			steps: []step{
-				func(ctx context.Context, f *faultRun, _ *FaultRow) error { return f.cfg.Cluster.Kill(ctx, replica) },
+				func(ctx context.Context, f *faultRun, _ *FaultRow) error {
+					if err := f.cfg.Cluster.Kill(ctx, replica); err != nil {
+						return err
+					}
+					// "While down" starts when the app's router has seen
+					// the node go, not after a fixed pause. Until then the
+					// killed postmaster's backends may still answer: one
+					// notices the death when it next waits for its client,
+					// which a connection kept busy can put off, and a
+					// loaded machine can put the router's next poll off.
+					if !f.awaitState(ctx, replica, "down", 10*time.Second) {
+						return fmt.Errorf("the app did not mark %s down within 10 s of its kill", replica)
+					}
+					return nil
+				},
 				func(ctx context.Context, f *faultRun, _ *FaultRow) error { return f.cfg.Cluster.Start(ctx, replica) },
 			},
 			after: func(_ context.Context, _ *faultRun, row *FaultRow) error {
