@@ -499,7 +499,10 @@ func LastLines(log string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-// waitStreaming waits until every follower streams from the leader.
+// waitStreaming waits until every follower streams from the leader, each
+// under its own name: a count of streaming walsenders would also count
+// the one a pg_basebackup -X stream holds while a member is still being
+// cloned (Patroni clones that way).
 func (c *Cluster) waitStreaming(ctx context.Context, timeout time.Duration) error {
 	leader := c.st.Nodes[0]
 	conn, err := connect(ctx, c.SuperURL(leader))
@@ -507,14 +510,18 @@ func (c *Cluster) waitStreaming(ctx context.Context, timeout time.Duration) erro
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	want := len(c.st.Nodes) - 1
+	var names []string
+	for _, n := range c.st.Nodes[1:] {
+		names = append(names, n.Name)
+	}
 	var n int
 	err = poll.Until(ctx, timeout, 20*time.Millisecond, "the followers to stream", func(ctx context.Context) (bool, error) {
-		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'`).Scan(&n)
-		return err == nil && n >= want, err
+		err := conn.QueryRow(ctx, `SELECT count(DISTINCT application_name) FROM pg_stat_replication
+			WHERE state = 'streaming' AND application_name = ANY($1)`, names).Scan(&n)
+		return err == nil && n == len(names), err
 	})
 	if err != nil {
-		return fmt.Errorf("only %d of %d followers streaming: %w; see the logs in %s", n, want, err, c.st.DataRoot)
+		return fmt.Errorf("only %d of %d followers streaming: %w; see the logs in %s", n, len(names), err, c.st.DataRoot)
 	}
 	return nil
 }
