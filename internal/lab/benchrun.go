@@ -203,10 +203,7 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchRun, error) {
 
 	sides := map[string]benchSide{}
 	var replicaPools []*pgxpool.Pool
-	for _, name := range cfg.Rows {
-		if _, done := sides[name]; done {
-			continue
-		}
+	for _, name := range cfg.Rows { // unique: defaults drops repeats
 		switch name {
 		case SpreadRow, PositionRow:
 			// The controls' plain pools, one per replica, shared by both.
@@ -279,12 +276,9 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchRun, error) {
 		(time.Duration(cfg.Repeat*(2*len(rows)+1)) * (cfg.Time + min(cfg.Time/4, 500*time.Millisecond))).Round(time.Second))
 	byName := map[string]*BenchRow{run.Direct: {Name: run.Direct}}
 	run.Rows = []BenchRow{}
-	order := []string{run.Direct}
+	order := append([]string{run.Direct}, rows...)
 	for _, name := range rows {
-		if byName[name] == nil {
-			byName[name] = &BenchRow{Name: name}
-			order = append(order, name)
-		}
+		byName[name] = &BenchRow{Name: name}
 	}
 	measure := func(rep int, name string) (BenchResult, error) {
 		res := sides[name](ctx)
