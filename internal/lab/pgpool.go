@@ -89,8 +89,9 @@ func startPgpool(ctx context.Context, c *cluster.Cluster, poolSize int, progress
 	return pp, ppCfg, nil
 }
 
-// poolOf is a pool of exactly n connections, as the router's pools in the
-// benchmark have.
+// poolOf is a pool of at most n connections, as the router's pools in the
+// benchmark have, with all n already open: a row's short warm-up is no
+// time to authenticate a pool's worth of connections on a busy machine.
 func poolOf(ctx context.Context, url string, n int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -100,6 +101,21 @@ func poolOf(ctx context.Context, url string, n int32) (*pgxpool.Pool, error) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("benchmark pool: %w", err)
+	}
+	held := make([]*pgxpool.Conn, 0, n)
+	for range n {
+		var c *pgxpool.Conn
+		if c, err = pool.Acquire(ctx); err != nil {
+			break
+		}
+		held = append(held, c)
+	}
+	for _, c := range held {
+		c.Release()
+	}
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("benchmark pool: opened %d of %d connections to %s:%d: %w", len(held), n, cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
 	return pool, nil
 }
