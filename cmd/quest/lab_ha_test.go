@@ -109,10 +109,12 @@ func TestLabFaultsHAQuick(t *testing.T) {
 	if r.Promoted <= 0 || r.Promoted > 2*res.TTL || r.WritesBack <= 0 {
 		t.Errorf("promoted after %s, writes back after %s; want a promotion within twice Patroni's ttl, and writes back", r.Promoted, r.WritesBack)
 	}
-	// Two poll intervals, and the probe's request, with room for -race on
-	// a shared machine.
-	if r.AfterPromotion() > time.Second {
-		t.Errorf("writes worked again %s after the promotion; want within a second", r.AfterPromotion())
+	// Two poll intervals and the probe's request take about 50 ms alone;
+	// three seconds leave room for -race and make test's parallel packages
+	// on two cores. Writes that came back only by a restart or a pool's
+	// reconnect backoff would still miss it.
+	if r.AfterPromotion() > 3*time.Second {
+		t.Errorf("writes worked again %s after the promotion; want within three seconds", r.AfterPromotion())
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the lab left its cluster in %s: %v", dir, err)

@@ -148,7 +148,7 @@ func TestLabQuickViaPgpool(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lab bench --via-pgpool: %v\n%s", err, stderr)
 	}
-	if !regexp.MustCompile(`(?m)^\| pgpool-II \| \d+ \| .* \| \d\.\d\d \| \d\.\d\d–\d\.\d\d \| – \|$`).MatchString(stdout) {
+	if !regexp.MustCompile(`(?m)^\| pgpool-II \| \d+ \| .* \| \d+\.\d\d \| \d+\.\d\d–\d+\.\d\d \| – \|$`).MatchString(stdout) {
 		t.Errorf("the benchmark has no measured pgpool-II row:\n%s", stdout)
 	}
 	pgpoolGone(t, stderr, leftBefore)

@@ -363,7 +363,10 @@ func TestCausalWaitsOnlyWhenItMust(t *testing.T) {
 	// sampled first), or every read would go to the primary.
 	var r *dbrouter.Router
 	for try := 0; ; try++ {
-		r = causalRouter(t, c, dbrouter.Config{PollInterval: time.Hour})
+		// A wait of a second, as in TestCausalReadYourWritesOnFreshReplicas:
+		// the read after the insert below must wait in-band on a replica,
+		// and under make test's load replay can take longer than 20 ms.
+		r = causalRouter(t, c, dbrouter.Config{PollInterval: time.Hour, CausalWait: time.Second})
 		usable := 0
 		for _, h := range r.Health()[1:] {
 			if h.Status == dbrouter.Usable {

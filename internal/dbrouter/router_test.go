@@ -230,10 +230,24 @@ func TestTrackerIgnoresAnIdlePrimary(t *testing.T) {
 	waitReplicated(t)
 	time.Sleep(time.Second) // idle for longer than the lag limit
 	// The lag must not grow with idle time (as now() − the last replay's
-	// timestamp would); background WAL (autovacuum) may leave a few ms.
-	for _, h := range r.Health()[1:] {
-		if h.Status != dbrouter.Usable || h.Lag > 100*time.Millisecond {
-			t.Errorf("%s after an idle second: %s, lag %s; want usable with no lag", h.Name, h.Status, h.Lag)
+	// timestamp would: over a second on every sample from here on).
+	// Background WAL (autovacuum, a standby snapshot) not yet replayed at
+	// one poll may show on a sample, so each replica needs one good sample
+	// of ten.
+	last := map[string]dbrouter.Health{}
+	good := map[string]bool{}
+	for range 10 {
+		for _, h := range r.Health()[1:] {
+			last[h.Name] = h
+			if h.Status == dbrouter.Usable && h.Lag <= 100*time.Millisecond {
+				good[h.Name] = true
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for name, h := range last {
+		if !good[name] {
+			t.Errorf("%s after an idle second: %s, lag %s, on all ten samples; want usable with no lag", name, h.Status, h.Lag)
 		}
 	}
 }
@@ -315,13 +329,15 @@ func TestLagOfASteadyApplyDelay(t *testing.T) {
 	}
 	stop()
 	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
-	median, worst := lags[len(lags)/2], lags[len(lags)-1]
-	t.Logf("replica2 with a 200ms apply delay: median lag %s, max %s", median, worst)
+	// The 28th of 30 samples: one or two polls stalled by a loaded machine
+	// may read high; a lag that grows reads high on most.
+	median, high, worst := lags[len(lags)/2], lags[len(lags)-3], lags[len(lags)-1]
+	t.Logf("replica2 with a 200ms apply delay: median lag %s, 28th of 30 %s, max %s", median, high, worst)
 	if median < 100*time.Millisecond || median > 450*time.Millisecond {
 		t.Errorf("median lag %s, want near 200ms", median)
 	}
-	if worst > time.Second {
-		t.Errorf("lag reached %s: it grows instead of holding near 200ms", worst)
+	if high > time.Second {
+		t.Errorf("lag reached %s (28th of 30 samples): it grows instead of holding near 200ms", high)
 	}
 }
 
