@@ -58,9 +58,10 @@ func clusterUsage() string {
 	}
 	tw.Flush()
 	b.WriteString(`
-Every action but sweep takes --dir D, the state directory (default
-.quest/cluster at the repository root, or $QUEST_DIR). Nodes are leader
-(or primary), replica1, replica2, …; a REPLICA is one of the replicas.
+Every action but sweep and init-node takes --dir D, the state directory
+(default .quest/cluster at the repository root, or $QUEST_DIR). Nodes are
+leader (or primary), replica1, replica2, …; a REPLICA is one of the
+replicas.
 In an HA cluster (up --ha: etcd and Patroni) they are node1, node2, …,
 leader names the member that leads now, and the replicas are the others.
 Flags may come before or after the arguments. Run "quest cluster ACTION -h"
