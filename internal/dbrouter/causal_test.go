@@ -132,7 +132,10 @@ func TestCausalMonotonicReadsAcrossFailover(t *testing.T) {
 
 func TestCausalSurvivesAReplicaCrash(t *testing.T) {
 	c := testcluster.Get(t)
-	r := causalRouter(t, c, dbrouter.Config{})
+	// A wait of 250 ms rather than 20: the restarted replica must serve
+	// the session's reads right after its writes, and under make test's
+	// load replay can take longer than 20 ms, sending them to the primary.
+	r := causalRouter(t, c, dbrouter.Config{CausalWait: 250 * time.Millisecond})
 	ctx := context.Background()
 	table := newTable(t, r)
 	st := &dbrouter.State{Session: sessionOn(t, r, "replica1")}

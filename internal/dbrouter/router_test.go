@@ -104,7 +104,10 @@ func pauseReplicas(t *testing.T, c *cluster.Cluster, names ...string) {
 
 func TestReadYourWrites(t *testing.T) {
 	c := testcluster.Get(t)
-	r := newRouter(t, c, dbrouter.Config{TimedDelay: 700 * time.Millisecond})
+	// Two seconds, timed's default: the read right after the write must
+	// fall inside it even when make test's load stalls the test between
+	// the two.
+	r := newRouter(t, c, dbrouter.Config{TimedDelay: 2 * time.Second})
 	table := newTable(t, r)
 	// The user's earlier data has replicated; then replay stops everywhere.
 	insert(t, context.Background(), r, table, 1, "an older note")
@@ -133,7 +136,7 @@ func TestReadYourWrites(t *testing.T) {
 			}
 			// Once timed's delay has passed, its reads go back to the
 			// (still paused) replicas, and the write is missing again.
-			time.Sleep(800 * time.Millisecond)
+			time.Sleep(2100 * time.Millisecond)
 			late, node := count(t, ctx, r, tt.s, dbrouter.Own, table, 1)
 			if late != before {
 				t.Fatalf("timed after its delay saw %d notes on %s; the paused replicas have %d", late, node, before)
