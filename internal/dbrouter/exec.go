@@ -221,6 +221,10 @@ var (
 	ErrOutcomeUnknown = errors.New("the connection to the primary was lost while it committed: the change may have been saved")
 	// ErrUnavailable: no node could serve a read.
 	ErrUnavailable = errors.New("no database node is reachable")
+	// ErrSplitBrain: a node that accepts writes is on an older timeline
+	// than one already promoted, and the router writes to none of them
+	// (Router.SplitBrain says which). It comes wrapped with ErrReadOnly.
+	ErrSplitBrain = errors.New("split brain")
 )
 
 // Write runs fn in a transaction on the primary and commits it, then reads
@@ -238,8 +242,8 @@ var (
 // until a read there settles its position.
 func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	snap := r.snap.Load()
-	if snap.primaryDown {
-		return ErrReadOnly
+	if err := r.fenced(snap, StateFrom(ctx)); err != nil {
+		return err
 	}
 	node := snap.members[0]
 	m, sent, err := r.writeOnce(ctx, node, fn, false)
@@ -283,6 +287,37 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 		r.advance(st, m.token.LSN)
 	}
 	r.record(ctx, node, Decision{Node: "primary", Member: node.Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true, Lost: lost})
+	return nil
+}
+
+// fenced says why nothing may be written now, if anything: the primary
+// is away; or a split brain (see fence.go); or the primary is not on the
+// timeline of the router's history, which a write's token is stamped
+// with (a promotion or a regression between two polls); or the session
+// has seen a newer timeline of this cluster than the primary's, so the
+// primary was superseded and this router has not noticed yet.
+func (r *Router) fenced(snap *snapshot, st *State) error {
+	if snap.splitBrain != "" && snap.primaryDown {
+		return fmt.Errorf("%w: %w: %s", ErrReadOnly, ErrSplitBrain, snap.splitBrain)
+	}
+	if snap.primaryDown {
+		return ErrReadOnly
+	}
+	h := r.history.Load()
+	if h == nil {
+		return nil // no history learned yet: the write's token stays empty
+	}
+	tli := snap.nodes[0].Timeline
+	if tli != h.timeline {
+		return fmt.Errorf("%w: the primary's timeline is changing", ErrReadOnly)
+	}
+	if st != nil && st.Token.SystemID == h.systemID && st.Token.Timeline > tli {
+		if _, abandoned := h.abandoned[st.Token.Timeline]; !abandoned {
+			r.tracker.kick(snap.members[0])
+			return fmt.Errorf("%w: %w: this session has seen timeline %d, newer than the primary's %d",
+				ErrReadOnly, ErrSplitBrain, st.Token.Timeline, tli)
+		}
+	}
 	return nil
 }
 

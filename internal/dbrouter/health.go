@@ -12,10 +12,13 @@ const (
 	NotReplica               // a "replica" that is not in recovery
 	Lagging                  // beyond the lag limit, or of unknown lag
 	Diverged                 // a standby on an older timeline, past the point where the primary's forked from it
+	Superseded               // a primary on a timeline older than one already promoted: split brain
+	Unverified               // a standby on an older timeline, not yet known to be on the primary's history
 )
 
 func (e Status) String() string {
-	return [...]string{"usable", "down", "not a replica", "lagging", "off the primary's history"}[e]
+	return [...]string{"usable", "down", "not a replica", "lagging", "off the primary's history",
+		"superseded primary (split brain)", "not yet known to be on the primary's history"}[e]
 }
 
 // Health is what the tracker last saw of one node.
@@ -33,11 +36,14 @@ type Health struct {
 	PauseState string // pg_get_wal_replay_pause_state(), replicas only
 	ApplyDelay time.Duration
 	// Timeline: a primary's current timeline, from its current WAL
-	// segment's name; a standby's, the timeline its walreceiver receives,
-	// or without one its last restartpoint's.
-	Timeline uint32
-	LagBytes int64 // reference position − replay position
-	Lag      time.Duration
+	// segment's name; a standby's, the timeline its walreceiver receives
+	// (or last received, since this server started), or without one its
+	// last restartpoint's — then TimelineGuessed is set: the standby may
+	// well have followed a newer timeline since.
+	Timeline        uint32
+	TimelineGuessed bool
+	LagBytes        int64 // reference position − replay position
+	Lag             time.Duration
 	// LagUnknown: the replica is behind the first position the tracker saw
 	// on the primary, so when the primary passed its position is not
 	// known; Lag is then only a lower bound, and the replica gets no reads
@@ -81,6 +87,7 @@ type snapshot struct {
 	nodes       [maxNodes]Health // by slot; 0 is the primary
 	members     [maxNodes]*Node  // by slot
 	primaryDown bool
+	splitBrain  string           // what the pages say of a split brain (choosePrimary); "" without one
 	replication []ReplicationRow // the primary's pg_stat_replication
 	replErr     string
 	patroniURL  string // discovery: the Patroni API that last answered

@@ -25,6 +25,15 @@ type history struct {
 	// guessed marks the ends that are the tracker's lower bound, which
 	// discovery replaces with Patroni's exact ones when it can.
 	guessed map[uint32]bool
+	// abandoned are the newer timelines the router followed and then gave
+	// up when the primary turned out to be an older one (settleHistory).
+	abandoned map[uint32]abandonedTimeline
+}
+
+// abandonedTimeline is a timeline the current history does not have.
+type abandonedTimeline struct {
+	fork uint64 // the last position it shares with the current history (a lower bound)
+	top  uint64 // the furthest position the router saw its primary reach, 0 if none
 }
 
 // inexact reports whether some ancestor's end is missing or guessed.
@@ -39,7 +48,8 @@ func (h *history) inexact() bool {
 
 // withEnds returns a copy of h with these exact ends.
 func (h *history) withEnds(ends map[uint32]uint64) *history {
-	out := &history{systemID: h.systemID, timeline: h.timeline, ends: map[uint32]uint64{}, guessed: map[uint32]bool{}}
+	out := &history{systemID: h.systemID, timeline: h.timeline, ends: map[uint32]uint64{}, guessed: map[uint32]bool{},
+		abandoned: h.abandoned}
 	for t, end := range h.ends {
 		out.ends[t] = end
 		out.guessed[t] = h.guessed[t]
@@ -49,6 +59,33 @@ func (h *history) withEnds(ends map[uint32]uint64) *history {
 			out.ends[t] = end
 			delete(out.guessed, t)
 		}
+	}
+	return out
+}
+
+// stepBack returns the history of an older timeline tli, which the
+// primary is on again: the timelines from tli+1 on are abandoned. They
+// share WAL with tli up to where tli ended in h, when h knows it; without
+// that, everything they hold counts as lost. top is the furthest position
+// the router saw on h's own timeline.
+func (h *history) stepBack(tli uint32, top uint64) *history {
+	out := &history{systemID: h.systemID, timeline: tli, ends: map[uint32]uint64{}, guessed: map[uint32]bool{},
+		abandoned: map[uint32]abandonedTimeline{}}
+	for t, a := range h.abandoned {
+		out.abandoned[t] = a
+	}
+	for t, end := range h.ends {
+		if t < tli {
+			out.ends[t], out.guessed[t] = end, h.guessed[t]
+		}
+	}
+	fork := h.ends[tli] // 0 when unknown: nothing of the abandoned timelines is kept
+	for t := tli + 1; t <= h.timeline; t++ {
+		a := abandonedTimeline{fork: fork}
+		if t == h.timeline {
+			a.top = top
+		}
+		out.abandoned[t] = a
 	}
 	return out
 }
@@ -75,6 +112,7 @@ func (r *Router) followHistory(ctx context.Context, conn *pgx.Conn, timeout time
 		return
 	}
 	if cur != nil && cur.systemID == h.systemID {
+		h.abandoned = cur.abandoned
 		for t, end := range cur.ends {
 			h.ends[t], h.guessed[t] = end, cur.guessed[t]
 		}
@@ -133,7 +171,13 @@ func (r *Router) resolve(st *State) (tok Token, lost bool) {
 	if st == nil || st.Token.IsZero() || h == nil || st.Token.SystemID != h.systemID {
 		return Token{}, false
 	}
-	switch t := st.Token; {
+	t := st.Token
+	if a, abandoned := h.abandoned[t.Timeline]; abandoned {
+		if tok, lost, settled := h.onAbandoned(t, a); settled {
+			return tok, lost
+		}
+	}
+	switch {
 	case t.Timeline == h.timeline:
 		return t, false
 	case t.Timeline > h.timeline:
@@ -148,6 +192,36 @@ func (r *Router) resolve(st *State) (tok Token, lost bool) {
 		default:
 			return h.at(UnknownLSN), true
 		}
+	}
+}
+
+// onAbandoned resolves token t on a timeline the router abandoned (a): up
+// to the fork it is on the current history; past it, lost — unless the
+// current history reuses the timeline's id (PostgreSQL numbers a new
+// timeline after the newest history file it finds, and a rewound node may
+// have none of the abandoned one's). Then a position before the reused
+// timeline began is the abandoned one's, and lost; one past everything
+// the abandoned one reached is the current one's (settled false: resolve
+// goes on as for any token); in between, only the primary can tell.
+func (h *history) onAbandoned(t Token, a abandonedTimeline) (tok Token, lost, settled bool) {
+	if t.LSN <= a.fork {
+		return h.at(t.LSN), false, true
+	}
+	_, ancestor := h.ends[t.Timeline]
+	if t.Timeline != h.timeline && !ancestor {
+		return h.at(UnknownLSN), true, true
+	}
+	begin, known := uint64(0), t.Timeline == 1
+	if !known {
+		begin, known = h.ends[t.Timeline-1]
+	}
+	switch {
+	case known && t.LSN < begin:
+		return h.at(UnknownLSN), true, true
+	case known && a.top != 0 && a.top < begin:
+		return Token{}, false, false
+	default:
+		return h.at(UnknownLSN), false, true
 	}
 }
 

@@ -75,7 +75,7 @@ func TestChoosePrimaryFollowsRoles(t *testing.T) {
 		for i, h := range states {
 			n := r.configured(i)
 			h.Name, h.Member = n.Name, n.Name
-			tr.members[i].health = h
+			tr.members[i].setHealth(h)
 		}
 		tr.choosePrimary()
 		tr.publish(time.Now())

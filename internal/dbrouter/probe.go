@@ -9,7 +9,13 @@ import (
 
 // pollQuery branches on pg_is_in_recovery() in the same statement:
 // pg_last_wal_replay_lsn() is not NULL on a primary that went through crash
-// recovery.
+// recovery. Its timeline columns: a primary's current timeline, from its
+// current WAL segment's name (pg_control_checkpoint() keeps the old one
+// until the first checkpoint after a promotion); a standby's last
+// restartpoint's, and apart the timeline its walreceiver receives, when
+// one runs. The restartpoint's is only a lower bound: it stays behind for
+// as long as no restartpoint runs, while the standby has long followed
+// the new timeline.
 const pollQuery = `
 	SELECT pg_is_in_recovery(),
 	       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END::text,
@@ -17,9 +23,9 @@ const pollQuery = `
 	       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END,
 	       current_setting('recovery_min_apply_delay')::interval,
 	       pg_postmaster_start_time(),
-	       CASE WHEN pg_is_in_recovery() THEN COALESCE((SELECT NULLIF(received_tli, 0) FROM pg_stat_wal_receiver),
-	                                                (SELECT timeline_id FROM pg_control_checkpoint()))
-	            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END`
+	       CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
+	            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+	       CASE WHEN pg_is_in_recovery() THEN (SELECT NULLIF(received_tli, 0) FROM pg_stat_wal_receiver) END`
 
 // replicationQuery is the article's check, run by the poll of every node
 // (on a standby it is empty), plus the replay lag in bytes and seconds.
@@ -53,7 +59,8 @@ type pollResult struct {
 	pause       string
 	applyDelay  time.Duration
 	started     time.Time
-	timeline    int32
+	timeline    int32  // a primary's current timeline; a standby's last restartpoint's
+	receiving   *int32 // a standby's walreceiver's timeline, nil without one
 	replication []ReplicationRow
 	replErr     error
 }
@@ -101,7 +108,7 @@ func poll(ctx context.Context, conn *pgx.Conn) (pollResult, error) {
 	var res pollResult
 	b := &pgx.Batch{}
 	b.Queue(pollQuery).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&res.inRecovery, &res.pos, &res.recv, &res.pause, &res.applyDelay, &res.started, &res.timeline)
+		return row.Scan(&res.inRecovery, &res.pos, &res.recv, &res.pause, &res.applyDelay, &res.started, &res.timeline, &res.receiving)
 	})
 	b.Queue(replicationQuery).Query(func(rows pgx.Rows) error {
 		// Its failure (a role without pg_monitor sees no lag columns, say)

@@ -137,9 +137,13 @@ func (r *Router) decide(st *State, intent Intent, s Strategy, now time.Time, sna
 		p.add(0)
 	}
 	if p.n == 1 && preferred == 0 && snap.primaryDown {
-		// Nothing is known to work: try the replicas anyway, in rendezvous order.
+		// Nothing is known to work: try the replicas anyway, in rendezvous
+		// order — but not an old primary a newer one superseded, whose
+		// data the cluster's history is about to discard.
 		for k := 0; k < nr; k++ {
-			p.add(int(order[k]))
+			if i := int(order[k]); snap.nodes[i].Status != Superseded {
+				p.add(i)
+			}
 		}
 	}
 }

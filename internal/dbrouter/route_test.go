@@ -15,7 +15,7 @@ func offlineRouter(replicas ...string) *Router {
 	tr := &tracker{r: r, maxBytes: 64 << 20, maxLag: time.Minute}
 	r.tracker = tr
 	for i, name := range append([]string{"primary"}, replicas...) {
-		n := &Node{Name: name, seed: nodeSeed(name), counts: r.counts.of(name)}
+		n := &Node{Name: name, seed: nodeSeed(name), counts: r.counts.of(name), probe: &probe{kick: make(chan struct{}, 1)}}
 		tr.members = append(tr.members, &member{node: n, health: Health{Name: name, Member: name, Up: true, InRecovery: i > 0}})
 	}
 	tr.primary = tr.members[0]

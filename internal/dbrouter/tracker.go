@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 )
@@ -36,7 +35,8 @@ type tracker struct {
 	lastSeen    time.Time       // last poll that reached the primary
 	primary     *member         // the member in slot 0
 	hadPrimary  bool            // some node has answered as the primary
-	splitBrain  string          // the nodes last reported as two primaries
+	fence       uint32          // the highest timeline a member claims (see choosePrimary)
+	splitBrain  string          // what the pages say of a split brain; "" without one
 
 	done sync.WaitGroup
 }
@@ -47,6 +47,15 @@ type member struct {
 	health  Health
 	removed bool               // dropped by discovery: its polls publish nothing
 	stop    context.CancelFunc // ends its poll loop
+	// claim is the timeline the node last answered on as a primary, kept
+	// while it is down and cleared once it answers as a standby: a
+	// promoted node that crashed still fences the timelines below its own.
+	claim uint32
+	// received is the timeline its walreceiver last received, and
+	// receivedBy the postmaster start it was seen under: a standby's
+	// timeline while its walreceiver is down (see Health.Timeline).
+	received   uint32
+	receivedBy time.Time
 }
 
 func (t *tracker) start(ctx context.Context) {
@@ -242,6 +251,9 @@ func (t *tracker) pollOnce(ctx context.Context, m *member) {
 		h.ApplyDelay = res.applyDelay
 		h.started = res.started
 		h.Timeline = uint32(max(res.timeline, 0)) // #nosec G115 -- clamped
+		if res.inRecovery {
+			t.standbyTimeline(m, &h, res.receiving)
+		}
 		if res.pos != nil {
 			h.Position, _ = ParseLSN(*res.pos)
 		}
@@ -253,7 +265,9 @@ func (t *tracker) pollOnce(ctx context.Context, m *member) {
 		// A primary on a timeline newer than the history tokens name:
 		// learn that history before the node can become the primary, so
 		// no write is ever stamped with the old timeline and a new one's
-		// position.
+		// position. Its claim comes first, so no other poll meanwhile
+		// takes the history back below it (settleHistory).
+		t.setClaim(m, h.Timeline)
 		t.r.followHistory(ctx, probe.conn, timeout, h.Timeline, t.standbyEnd(m))
 	}
 	t.mu.Lock()
@@ -273,7 +287,7 @@ func (t *tracker) pollOnce(ctx context.Context, m *member) {
 		m.node.pool.Reset()
 	}
 	h.Patroni = old.Patroni // discovery's to set
-	m.health = h
+	m.setHealth(h)
 	t.choosePrimary()
 	if m == t.primary && h.Up && !h.InRecovery {
 		t.addSample(h.Position, now)
@@ -303,50 +317,11 @@ func (t *tracker) standbyEnd(m *member) uint64 {
 	return 0
 }
 
-// choosePrimary picks the node routing treats as the primary: the one
-// that answered its last poll as not in recovery; of two (split brain),
-// the one on the higher timeline, then the one that was the primary
-// already, then the first configured. With none, the last primary keeps
-// its slot, marked down or not a primary. Called with t.mu held.
-func (t *tracker) choosePrimary() {
-	var best *member
-	var primaries []string
-	for _, m := range t.members {
-		h := m.health
-		if !h.Up || h.InRecovery {
-			continue
-		}
-		primaries = append(primaries, fmt.Sprintf("%s (timeline %d)", h.Member, h.Timeline))
-		if best == nil || h.Timeline > best.health.Timeline || (h.Timeline == best.health.Timeline && m == t.primary) {
-			best = m
-		}
-	}
-	if len(primaries) > 1 {
-		if key := strings.Join(primaries, ", "); key != t.splitBrain {
-			t.splitBrain = key
-			t.r.log.Error("SPLIT BRAIN: more than one node accepts writes; writes go to the one on the highest timeline",
-				"primaries", key, "chosen", best.node.Name)
-		}
-	} else {
-		t.splitBrain = ""
-	}
-	if best != nil && best != t.primary && t.primary != nil && t.hadPrimary {
-		t.r.log.Warn("the primary changed", "was", t.primary.node.Name, "now", best.node.Name,
-			"timeline", best.health.Timeline)
-	}
-	if best != nil {
-		t.primary, t.hadPrimary = best, true
-	}
-	if t.primary == nil && len(t.members) > 0 {
-		t.primary = t.members[0] // a placeholder until some node answers as the primary
-	}
-}
-
 // publish recomputes every node's lag and exclusion and swaps in a new
 // snapshot. Called with t.mu held.
 func (t *tracker) publish(now time.Time) {
 	snap := &snapshot{n: len(t.members), replication: t.replication, replErr: t.replErr,
-		patroniURL: t.patroniURL, patroniErr: t.patroniErr}
+		patroniURL: t.patroniURL, patroniErr: t.patroniErr, splitBrain: t.splitBrain}
 	if t.primary != nil {
 		snap.nodes[0], snap.members[0] = t.primary.health, t.primary.node
 	}
@@ -376,23 +351,23 @@ func (t *tracker) publish(now time.Time) {
 			}
 		}
 	}
+	hist := t.r.history.Load()
 	for i := 1; i < snap.n; i++ {
 		n := &snap.nodes[i]
 		switch {
 		case !n.Up:
 			n.Status = Down
 			continue
+		case !n.InRecovery && n.Timeline < t.fence:
+			n.Status = Superseded
+			continue
 		case !n.InRecovery:
 			n.Status = NotReplica
 			continue
 		}
-		if h := t.r.history.Load(); h != nil && n.Timeline != 0 && n.Timeline < h.timeline {
-			if end, known := h.ends[n.Timeline]; known && n.Position > end {
-				// It replayed WAL the primary's history does not have (a
-				// write a failover lost): its data is not the primary's.
-				n.Status = Diverged
-				continue
-			}
+		if s := offHistory(hist, n); s != Usable {
+			n.Status = s
+			continue
 		}
 		if ref > n.Position {
 			n.LagBytes = int64(ref - n.Position)
@@ -411,6 +386,30 @@ func (t *tracker) publish(now time.Time) {
 	t.r.snap.Store(snap)
 }
 
+// offHistory tells whether standby n may hold WAL the primary's history
+// lacks. Only a standby on an older timeline may: Diverged when it is past
+// that timeline's known end, by a timeline it surely is on; Unverified
+// when it is past an end the router only guessed, or on a timeline it may
+// have left since its last restartpoint, or when the end is not known at
+// all (a router started after the promotion) — no reads until it is seen
+// on the primary's timeline, but no alarm either.
+func offHistory(h *history, n *Health) Status {
+	if h == nil || n.Timeline == 0 || n.Timeline >= h.timeline {
+		return Usable
+	}
+	end, known := h.ends[n.Timeline]
+	switch {
+	case !known:
+		return Unverified
+	case n.Position <= end:
+		return Usable
+	case h.guessed[n.Timeline] || n.TimelineGuessed:
+		return Unverified
+	default:
+		return Diverged
+	}
+}
+
 // markDown records that node n could not be reached on a fresh
 // connection (a request's connect failed): it gets no reads, and the
 // primary no writes, until a poll reaches it again. Its pooled
@@ -424,7 +423,7 @@ func (t *tracker) markDown(n *Node, err error) {
 		return // dropped meanwhile
 	}
 	m := t.members[k]
-	m.health = Health{Name: n.Name, Member: n.Name, CheckedAt: time.Now(), Err: err.Error(), Patroni: m.health.Patroni}
+	m.setHealth(Health{Name: n.Name, Member: n.Name, CheckedAt: time.Now(), Err: err.Error(), Patroni: m.health.Patroni})
 	t.choosePrimary()
 	t.publish(time.Now())
 }

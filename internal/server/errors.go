@@ -35,7 +35,9 @@ func statusOf(err error) (int, string) {
 	}
 	switch {
 	case errors.Is(err, dbrouter.ErrUnavailable):
-		return http.StatusServiceUnavailable, "Quest cannot reach its database right now. Nothing you saved is lost; this page will work again by itself once the database is back — reload it in a moment."
+		return http.StatusServiceUnavailable, "Quest cannot reach its database right now. This page will work again by itself once the database is back — reload it in a moment."
+	case errors.Is(err, dbrouter.ErrSplitBrain):
+		return http.StatusServiceUnavailable, "Quest is read-only right now: two database servers both accept writes (a split brain), and a change saved on the wrong one would be lost. Pages still load; your change was not saved — try it again once an operator has resolved it."
 	case errors.Is(err, dbrouter.ErrOutcomeUnknown):
 		return http.StatusServiceUnavailable, "The connection to the database broke while your change was being saved, so it may or may not have been saved. Check the page before you try it again, or you may add it twice."
 	case errors.Is(err, dbrouter.ErrReadOnly):

@@ -41,23 +41,32 @@ func (s *Server) handleHome(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleHealthz answers from the tracker's last poll, never from a query
-// of its own: 200 while some node can serve pages ("ok", or "read-only"
-// while the primary is away), 503 ("unavailable") when none can, so load
-// balancers and orchestrators react. Each node's state comes with it.
+// of its own: 200 while some node can serve pages ("ok"; "read-only"
+// while the primary is away; "split brain", with the nodes and timelines,
+// while an old primary still accepts writes), 503 ("unavailable") when
+// none can, so load balancers and orchestrators react. Each node's state
+// comes with it.
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	nodes := map[string]string{}
 	for _, n := range s.router.Inspect().Nodes {
 		nodes[n.Name] = n.Role()
 	}
 	status, code := "ok", http.StatusOK
+	split := s.router.SplitBrain()
 	switch {
 	case !s.router.Serving():
 		status, code = "unavailable", http.StatusServiceUnavailable
+	case split != "":
+		status = "split brain"
 	case !s.router.Writable():
 		status = "read-only"
+	}
+	body := map[string]any{"status": status, "nodes": nodes, "writable": s.router.Writable()}
+	if split != "" {
+		body["split_brain"] = split
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]any{"status": status, "nodes": nodes})
+	json.NewEncoder(w).Encode(body)
 }

@@ -204,13 +204,16 @@ type patroniState struct {
 }
 
 type labState struct {
-	Strategy string      `json:"strategy"`
-	Primary  string      `json:"primary"`       // the member taking writes, "" when none does
-	Patroni  bool        `json:"patroni_known"` // the members carry what Patroni says
-	HA       bool        `json:"ha"`            // the app manages a Patroni cluster
-	Nodes    []nodeState `json:"nodes"`
-	History  []sample    `json:"history"`
-	HAOp     haOpView    `json:"ha_op"` // the failover lever running, or the last one
+	Strategy string `json:"strategy"`
+	Primary  string `json:"primary"` // the member taking writes, "" when none does
+	// SplitBrain names the nodes that accept writes and their timelines,
+	// and which one Quest writes to, if any; "" without a split brain.
+	SplitBrain string      `json:"split_brain,omitempty"`
+	Patroni    bool        `json:"patroni_known"` // the members carry what Patroni says
+	HA         bool        `json:"ha"`            // the app manages a Patroni cluster
+	Nodes      []nodeState `json:"nodes"`
+	History    []sample    `json:"history"`
+	HAOp       haOpView    `json:"ha_op"` // the failover lever running, or the last one
 }
 
 func (s *Server) labState() labState {
@@ -221,7 +224,8 @@ func (s *Server) labState() labState {
 	now := time.Now()
 	health := s.router.Health()
 	st := labState{Strategy: s.router.Strategy().String(), History: s.history.snapshot(), Primary: currentPrimary(health),
-		Patroni: s.patroniKnown(health), HA: s.ha != nil, HAOp: s.ops.current().view(now)}
+		SplitBrain: s.router.SplitBrain(),
+		Patroni:    s.patroniKnown(health), HA: s.ha != nil, HAOp: s.ops.current().view(now)}
 	for i, h := range health {
 		n := nodeState{Name: h.Name, Member: h.Member, Display: h.Name, Role: "replica", RouterRole: routerRole(h), Timeline: h.Timeline,
 			Up: h.Up, Paused: h.Paused, Position: "–",
@@ -271,6 +275,10 @@ func nodeWords(h dbrouter.Health, primary bool, pausedSince time.Time, sinceKnow
 		}
 	case dbrouter.Diverged:
 		gets = "no: it replayed WAL the new primary never had (a write lost in a failover); rewind or rebuild it"
+	case dbrouter.Superseded:
+		gets = "no: it still takes writes on an older timeline than the primary's (split brain); rewind it into a standby"
+	case dbrouter.Unverified:
+		gets = "no: it is on an older timeline, and not yet known to be on the new primary's history; it gets reads once it follows the primary"
 	}
 	if !h.Up {
 		return "stopped or unreachable", "–", "–", gets

@@ -15,6 +15,7 @@ type statusPage struct {
 	Nodes       []dbrouter.NodeInfo       `json:"nodes"`
 	Router      []nodeState               `json:"router"` // the members, with the router's and Patroni's words
 	Primary     string                    `json:"primary"`
+	SplitBrain  string                    `json:"split_brain,omitempty"`
 	Patroni     bool                      `json:"patroni_known"` // the members carry what Patroni says
 	// PatroniNote says where the router's Patroni discovery asked, or why
 	// it got no answer: to admins only, as the URL and the error name
@@ -30,7 +31,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	hideErrors(&view, r)
 	lab := s.labState()
 	page := statusPage{Strategy: s.router.Strategy().String(), Replication: view.Replication, ReplErr: view.ReplErr,
-		Nodes: view.Nodes, Router: lab.Nodes, Primary: lab.Primary, Patroni: lab.Patroni}
+		Nodes: view.Nodes, Router: lab.Nodes, Primary: lab.Primary, SplitBrain: lab.SplitBrain, Patroni: lab.Patroni}
 	admin := currentUser(r) != nil && currentUser(r).IsAdmin
 	switch {
 	case view.PatroniErr != "" && admin:

@@ -125,6 +125,14 @@
     note.hidden = false;
   }
 
+  // splitBrain shows, or hides, what the router says of a split brain.
+  function splitBrain(st) {
+    const p = document.getElementById("split-brain");
+    if (!p) return;
+    p.textContent = st.split_brain ? st.split_brain.charAt(0).toUpperCase() + st.split_brain.slice(1) + "." : "";
+    p.hidden = !st.split_brain;
+  }
+
   function haOp(op) {
     const p = document.getElementById("ha-op");
     if (!p || !op) return;
@@ -136,6 +144,7 @@
 
   function update(st) {
     document.getElementById("strategy").textContent = st.strategy;
+    splitBrain(st);
     const seen = new Set();
     // Rows follow members, not roles: after a failover each row still
     // shows its own member, whatever it has become.
