@@ -116,6 +116,14 @@ func (r *Router) readCausal(ctx context.Context, st *State, s Strategy, intent I
 		d.ShortOn, d.Lost = shortOn, lost
 		if i == 0 {
 			err := r.causalOnPrimary(ctx, st, node, fn, &d)
+			if err != nil && ctx.Err() == nil && nodeFailed(err) && !isConnectError(err) {
+				// One dropped connection is not a dead primary: the read
+				// runs once more, on a connection that answers a ping,
+				// before a replica serves it possibly stale.
+				r.tracker.kick(node)
+				r.causal.extraTrips.Add(1)
+				err = r.causalOnPrimary(context.WithValue(ctx, pingKey{}, true), st, node, fn, &d)
+			}
 			if err == nil {
 				r.causal.onPrimary.Add(1)
 				r.record(ctx, node, d)

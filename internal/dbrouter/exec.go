@@ -256,15 +256,18 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	lost := false
 	switch {
 	case err == nil:
-	case ctx.Err() != nil:
-		return err
-	case sent && nodeFailed(err):
+	case sent && (nodeFailed(err) || ctx.Err() != nil):
+		// COMMIT left, and then the connection broke or the request's
+		// context ended (pgx then closes the connection): the server may
+		// have committed, and nothing tells whether it did.
 		r.tracker.kick(node)
 		r.log.WarnContext(ctx, "the connection failed while COMMIT was in flight; the write may have been saved", "err", err)
 		if st != nil {
 			r.setUnknown(st, time.Now())
 		}
 		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+	case ctx.Err() != nil:
+		return err
 	case isConnectError(err):
 		r.tracker.markDown(node, err)
 		return fmt.Errorf("%w: %w", ErrReadOnly, err)
