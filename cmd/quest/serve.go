@@ -47,6 +47,7 @@ func (e environment) serve(ctx context.Context, args []string) error {
 			TimedDelay:   cfg.TimedDelay,
 			PollInterval: cfg.PollInterval,
 			MaxLag:       cfg.MaxLag,
+			NodeTimeout:  cfg.NodeTimeout,
 			MaxLagBytes:  cfg.MaxLagMB << 20,
 			PatroniURLs:  cfg.PatroniURLs,
 		},

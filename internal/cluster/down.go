@@ -58,6 +58,7 @@ func (c *Cluster) stopNode(ctx context.Context, n Node, immediate bool) error {
 	if pid == 0 {
 		return nil
 	}
+	thaw(processesIn(n.DataDir)) // a frozen server (Freeze) would never act on the signal
 	if err := signalAndWait(ctx, pid, immediate); err != nil {
 		return fmt.Errorf("stop %s: %w", n.Name, err)
 	}

@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -116,10 +117,12 @@ func (r *Router) readCausal(ctx context.Context, st *State, s Strategy, intent I
 		d.ShortOn, d.Lost = shortOn, lost
 		if i == 0 {
 			err := r.causalOnPrimary(ctx, st, node, fn, &d)
-			if err != nil && ctx.Err() == nil && nodeFailed(err) && !isConnectError(err) {
+			if err != nil && ctx.Err() == nil && nodeFailed(err) && !isConnectError(err) && !errors.Is(err, context.DeadlineExceeded) {
 				// One dropped connection is not a dead primary: the read
 				// runs once more, on a connection that answers a ping,
-				// before a replica serves it possibly stale.
+				// before a replica serves it possibly stale. (A primary
+				// that did not answer within NodeTimeout gets no second
+				// wait.)
 				r.tracker.kick(node)
 				r.causal.extraTrips.Add(1)
 				err = r.causalOnPrimary(context.WithValue(ctx, pingKey{}, true), st, node, fn, &d)
@@ -208,6 +211,8 @@ func (r *Router) readCausal(ctx context.Context, st *State, s Strategy, intent I
 // server must still be a standby: a replica that went back, or was
 // promoted, does not answer.
 func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, node *Node, h *Health, fn ReadFunc, d *Decision) (ok bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, r.nodeTimeout)
+	defer cancel()
 	conn, err := node.pool.Acquire(ctx)
 	if err != nil {
 		return false, err
@@ -256,6 +261,8 @@ func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, no
 // last resort while the primary is down and no replica has the session's
 // position. The page says the data may be stale.
 func (r *Router) causalStale(ctx context.Context, st *State, node *Node, fn ReadFunc, d *Decision) error {
+	ctx, cancel := context.WithTimeout(ctx, r.nodeTimeout)
+	defer cancel()
 	var last *string
 	b := &pgx.Batch{}
 	fn(b)
@@ -274,6 +281,8 @@ func (r *Router) causalStale(ctx context.Context, st *State, node *Node, fn Read
 // primary's insert position read after the data in the same batch: it
 // covers every commit the data could show, asynchronous ones included.
 func (r *Router) causalOnPrimary(ctx context.Context, st *State, node *Node, fn ReadFunc, d *Decision) error {
+	ctx, cancel := context.WithTimeout(ctx, r.nodeTimeout)
+	defer cancel()
 	var pos string
 	b := &pgx.Batch{}
 	fn(b)

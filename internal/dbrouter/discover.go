@@ -41,7 +41,8 @@ type patroniMember struct {
 	Host     string          `json:"host"`
 	Port     int             `json:"port"`
 	Timeline uint32          `json:"timeline"`
-	Lag      json.RawMessage `json:"lag"` // bytes, or "unknown"
+	Lag      json.RawMessage `json:"lag"`     // bytes, or "unknown"
+	APIURL   string          `json:"api_url"` // the member's own REST API, "http://host:port/patroni"
 }
 
 func newDiscovery(r *Router, urls []string, template *pgxpool.Config, interval time.Duration) (*discovery, error) {
@@ -211,7 +212,7 @@ func (d *discovery) exactHistory(ctx context.Context) {
 
 // view is what the status pages show of m.
 func (m patroniMember) view() Patroni {
-	p := Patroni{Listed: true, Role: m.Role, State: m.State, Timeline: m.Timeline, LagBytes: -1}
+	p := Patroni{Listed: true, Role: m.Role, State: m.State, Timeline: m.Timeline, LagBytes: -1, api: apiBase(m.APIURL)}
 	if lag, err := strconv.ParseInt(string(m.Lag), 10, 64); err == nil && m.Role != "leader" {
 		p.LagBytes = lag
 	}

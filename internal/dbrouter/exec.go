@@ -76,7 +76,9 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		if b.Len() == 0 {
 			return nil
 		}
-		err = runBatch(ctx, node.pool, b)
+		actx, cancel := context.WithTimeout(ctx, r.nodeTimeout)
+		err = runBatch(actx, node.pool, b)
+		cancel()
 		if err == nil {
 			d := r.decision(snap, i, s, intent, reason, sessionLSN)
 			d.SQL = sqlOf(ctx, b)
@@ -247,7 +249,12 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	}
 	node := snap.members[0]
 	m, sent, err := r.writeOnce(ctx, node, fn, false)
-	if err != nil && !sent && nodeFailed(err) && ctx.Err() == nil {
+	if err != nil && !sent && nodeFailed(err) && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+		if r.snap.Load().primaryDown {
+			// The tracker has meanwhile found the primary gone (or hung):
+			// no second wait for it.
+			return fmt.Errorf("%w: %w", ErrReadOnly, err)
+		}
 		r.tracker.kick(node)
 		r.log.WarnContext(ctx, "a write's connection failed before COMMIT; running it again on a live connection", "err", err)
 		m, sent, err = r.writeOnce(ctx, node, fn, true)
@@ -303,6 +310,9 @@ func (r *Router) fenced(snap *snapshot, st *State) error {
 	if snap.splitBrain != "" && snap.primaryDown {
 		return fmt.Errorf("%w: %w: %s", ErrReadOnly, ErrSplitBrain, snap.splitBrain)
 	}
+	if p := &snap.nodes[0]; snap.primaryDown && p.Up && !p.InRecovery && p.PatroniLeaderErr != "" {
+		return fmt.Errorf("%w: Patroni does not name %s the leader: %s", ErrReadOnly, p.Member, p.PatroniLeaderErr)
+	}
 	if snap.primaryDown {
 		return ErrReadOnly
 	}
@@ -340,6 +350,8 @@ func (r *Router) setUnknown(st *State, at time.Time) {
 // sent (so the transaction may have committed). live asks the pool for a
 // connection that answers a ping first.
 func (r *Router) writeOnce(ctx context.Context, node *Node, fn func(pgx.Tx) error, live bool) (m mark, sent bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, r.nodeTimeout)
+	defer cancel()
 	actx := ctx
 	if live {
 		actx = context.WithValue(ctx, pingKey{}, true)
@@ -436,6 +448,7 @@ func nodeFailed(err error) bool {
 	var connectErr *pgconn.ConnectError
 	var netErr net.Error
 	return errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, context.DeadlineExceeded) || // the attempt's NodeTimeout: a node that stopped answering
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		pgconn.SafeToRetry(err) || strings.Contains(err.Error(), "conn closed")
 }

@@ -81,6 +81,9 @@ func (t *tracker) choosePrimary() {
 			superseded = append(superseded, m)
 			continue
 		}
+		if !t.writer(&h) {
+			continue // Patroni does not name it the leader: it keeps its slot, if it has it, but takes no writes
+		}
 		if best == nil || h.Timeline > best.health.Timeline || (h.Timeline == best.health.Timeline && m == t.primary) {
 			best = m
 		}
@@ -121,8 +124,10 @@ func (t *tracker) reportSplitBrain(best, claimant *member, primaries, superseded
 		text = fmt.Sprintf("split brain: %s accepts writes, but %s was promoted onto timeline %d and does not answer; "+
 			"Quest takes no writes until %s is back, or has been made a standby again (rewound or rebuilt)",
 			on(superseded), claimant.node.Name, t.fence, claimant.node.Name)
-	case len(primaries) > 1:
+	case len(primaries) > 1 && best != nil:
 		text = fmt.Sprintf("split brain: %s all accept writes; Quest writes only to %s", on(primaries), best.node.Name)
+	case len(primaries) > 1:
+		text = fmt.Sprintf("split brain: %s all accept writes, and Patroni names none of them the leader; Quest takes no writes", on(primaries))
 	}
 	if text != t.splitBrain {
 		t.splitBrain = text

@@ -56,6 +56,11 @@ type Health struct {
 	// router discovers its nodes there (Config.PatroniURLs). Routing
 	// follows the node's own answers; this is shown beside them.
 	Patroni Patroni
+	// PatroniLeader: the node's own Patroni answered GET /primary with 200
+	// on the last poll — it holds the leader lock. With discovery, only
+	// such a node takes writes. PatroniLeaderErr says why not, when not.
+	PatroniLeader    bool
+	PatroniLeaderErr string
 
 	started time.Time // pg_postmaster_start_time(): a change means a restart
 	// connsAt is the node's pool connection count (Node.conns) when the
@@ -72,6 +77,8 @@ type Patroni struct {
 	State    string // "running", "streaming", "starting", "stopped", "crashed", …
 	Timeline uint32
 	LagBytes int64 // a replica's lag as Patroni reports it; -1 when unknown
+
+	api string // the member's own REST API (scheme://host:port), "" when unknown
 }
 
 // snapshot is the routing table the poller publishes; the request path

@@ -42,6 +42,16 @@ type Config struct {
 	MaxLag       time.Duration // a replica further behind gets no reads; default 30 s
 	MaxLagBytes  int64         // the same in bytes; default 64 MB
 
+	// NodeTimeout bounds one attempt on one node: a read's batch, or a
+	// write from BEGIN to its COMMIT and position. A node that stops
+	// answering (a hung host, a SIGSTOPped server) holds a request no
+	// longer: a read moves on to the next node, a write whose COMMIT was
+	// in flight ends with ErrOutcomeUnknown, any other with ErrReadOnly.
+	// Default 5 s: above any page's query here, below the HTTP server's
+	// write timeout, and long past the tracker's own verdict (its probe
+	// gives up after max(10 polls, 1 s) and marks the node down).
+	NodeTimeout time.Duration
+
 	// CausalWait bounds how long a causal read waits, in-band on a replica,
 	// for the session's position; default 20 ms.
 	CausalWait time.Duration
@@ -97,6 +107,7 @@ type Router struct {
 	timedDelay  time.Duration
 	causalWait  time.Duration
 	preferFresh time.Duration
+	nodeTimeout time.Duration
 	maxConns    int32
 	// pollInterval bounds the error of the tracker's lag estimate.
 	pollInterval time.Duration
@@ -135,7 +146,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("dbrouter: unknown strategy %d", cfg.Strategy)
 	}
 	cfg = withDefaults(cfg)
-	r := &Router{timedDelay: cfg.TimedDelay, causalWait: cfg.CausalWait, preferFresh: cfg.PreferFresh,
+	r := &Router{timedDelay: cfg.TimedDelay, causalWait: cfg.CausalWait, preferFresh: cfg.PreferFresh, nodeTimeout: cfg.NodeTimeout,
 		pollInterval: cfg.PollInterval, log: cfg.Logger, rand: cfg.Rand, maxConns: cfg.MaxConns}
 	r.strategy.Store(uint32(cfg.Strategy))
 	t := &tracker{r: r, interval: cfg.PollInterval, maxBytes: cfg.MaxLagBytes, maxLag: cfg.MaxLag}
@@ -250,6 +261,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.MaxLagBytes <= 0 {
 		cfg.MaxLagBytes = 64 << 20
+	}
+	if cfg.NodeTimeout <= 0 {
+		cfg.NodeTimeout = 5 * time.Second
 	}
 	if cfg.CausalWait <= 0 {
 		cfg.CausalWait = 20 * time.Millisecond

@@ -269,6 +269,7 @@ func (t *tracker) pollOnce(ctx context.Context, m *member) {
 		// takes the history back below it (settleHistory).
 		t.setClaim(m, h.Timeline)
 		t.r.followHistory(ctx, probe.conn, timeout, h.Timeline, t.standbyEnd(m))
+		t.checkLeader(ctx, m, &h)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -334,10 +335,10 @@ func (t *tracker) publish(now time.Time) {
 	}
 	primary := &snap.nodes[0]
 	primary.Name = "primary"
-	snap.primaryDown = !primary.Up || primary.InRecovery
+	snap.primaryDown = !primary.Up || primary.InRecovery || !t.writer(primary)
 	if !primary.Up {
 		primary.Status = Down
-	} else if primary.InRecovery {
+	} else if primary.InRecovery || !t.writer(primary) {
 		primary.Status = NotReplica
 	}
 	// The reference position: the primary's, or with the primary gone the

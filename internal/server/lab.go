@@ -265,7 +265,10 @@ func nodeWords(h dbrouter.Health, primary bool, pausedSince time.Time, sinceKnow
 		gets = "no: stopped or unreachable"
 	case dbrouter.NotReplica:
 		gets = "no: it takes writes too (split brain?)"
-		if primary {
+		switch {
+		case h.Up && !h.InRecovery && h.PatroniLeaderErr != "":
+			gets = "no, and no writes either: Patroni does not name it the leader (its agent is gone, or its leader key expired)"
+		case primary:
 			gets = "no: it is in recovery (a replica), so it takes no writes"
 		}
 	case dbrouter.Lagging:
