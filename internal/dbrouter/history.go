@@ -253,3 +253,27 @@ func (r *Router) advance(st *State, lsn uint64) {
 		st.changed = true
 	}
 }
+
+// offHistory tells whether standby n may hold WAL the primary's history
+// lacks. Only a standby on an older timeline may: Diverged when it is past
+// that timeline's known end, by a timeline it surely is on; Unverified
+// when it is past an end the router only guessed, or on a timeline it may
+// have left since its last restartpoint, or when the end is not known at
+// all (a router started after the promotion) — no reads until it is seen
+// on the primary's timeline, but no alarm either.
+func offHistory(h *history, n *Health) Status {
+	if h == nil || n.Timeline == 0 || n.Timeline >= h.timeline {
+		return Usable
+	}
+	end, known := h.ends[n.Timeline]
+	switch {
+	case !known:
+		return Unverified
+	case n.Position <= end:
+		return Usable
+	case h.guessed[n.Timeline] || n.TimelineGuessed:
+		return Unverified
+	default:
+		return Diverged
+	}
+}

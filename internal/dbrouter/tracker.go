@@ -230,94 +230,6 @@ func (t *tracker) close() {
 	}
 }
 
-func (t *tracker) pollOnce(ctx context.Context, m *member) {
-	timeout := max(10*t.interval, time.Second)
-	probe := m.node.probe
-	connsAt := m.node.conns.Load() // before asking: see causalOnReplica
-	res, err := probe.ask(ctx, timeout)
-	now := time.Now()
-	if ctx.Err() != nil {
-		return
-	}
-	name := m.node.Name
-	h := Health{Name: name, Member: name, CheckedAt: now, connsAt: connsAt}
-	if err != nil {
-		h.Err = err.Error()
-	} else {
-		h.Up = true
-		h.InRecovery = res.inRecovery
-		h.PauseState = res.pause
-		h.Paused = res.inRecovery && res.pause != "not paused"
-		h.ApplyDelay = res.applyDelay
-		h.started = res.started
-		h.Timeline = uint32(max(res.timeline, 0)) // #nosec G115 -- clamped
-		if res.inRecovery {
-			t.standbyTimeline(m, &h, res.receiving)
-		}
-		if res.pos != nil {
-			h.Position, _ = ParseLSN(*res.pos)
-		}
-		if res.recv != nil {
-			h.Receive, _ = ParseLSN(*res.recv)
-		}
-	}
-	if h.Up && !h.InRecovery {
-		// A primary on a timeline newer than the history tokens name:
-		// learn that history before the node can become the primary, so
-		// no write is ever stamped with the old timeline and a new one's
-		// position. Its claim comes first, so no other poll meanwhile
-		// takes the history back below it (settleHistory).
-		t.setClaim(m, h.Timeline)
-		t.r.followHistory(ctx, probe.conn, timeout, h.Timeline, t.standbyEnd(m))
-		t.checkLeader(ctx, m, &h)
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if m.removed {
-		return
-	}
-	old := m.health
-	if h.Err != "" && h.Err != old.Err {
-		// Once per new reason, not per poll: the pages show the reason
-		// to admins only, so the log is where everyone else looks.
-		t.r.log.Warn("node unreachable", "node", name, "err", h.Err)
-	}
-	if old.Up && (!h.Up || !h.started.Equal(old.started)) {
-		// Gone down, or restarted between two polls: every pooled
-		// connection is broken, and each would fail a read on its way out.
-		m.node.pool.Reset()
-	}
-	h.Patroni = old.Patroni // discovery's to set
-	m.setHealth(h)
-	t.choosePrimary()
-	if m == t.primary && h.Up && !h.InRecovery {
-		t.addSample(h.Position, now)
-	}
-	if m == t.primary {
-		t.replication, t.replErr = res.replication, ""
-		switch {
-		case err != nil:
-			t.replErr = err.Error()
-		case res.replErr != nil:
-			t.replErr = res.replErr.Error()
-		}
-	}
-	t.publish(now)
-}
-
-// standbyEnd is the furthest WAL member m had received or replayed when
-// the tracker last saw it as a standby (0 if it did not): when the node
-// turns up as a primary on a new timeline, its history forked at or after
-// this position.
-func (t *tracker) standbyEnd(m *member) uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if h := m.health; h.Up && h.InRecovery {
-		return max(h.Position, h.Receive)
-	}
-	return 0
-}
-
 // publish recomputes every node's lag and exclusion and swaps in a new
 // snapshot. Called with t.mu held.
 func (t *tracker) publish(now time.Time) {
@@ -385,30 +297,6 @@ func (t *tracker) publish(now time.Time) {
 		}
 	}
 	t.r.snap.Store(snap)
-}
-
-// offHistory tells whether standby n may hold WAL the primary's history
-// lacks. Only a standby on an older timeline may: Diverged when it is past
-// that timeline's known end, by a timeline it surely is on; Unverified
-// when it is past an end the router only guessed, or on a timeline it may
-// have left since its last restartpoint, or when the end is not known at
-// all (a router started after the promotion) — no reads until it is seen
-// on the primary's timeline, but no alarm either.
-func offHistory(h *history, n *Health) Status {
-	if h == nil || n.Timeline == 0 || n.Timeline >= h.timeline {
-		return Usable
-	}
-	end, known := h.ends[n.Timeline]
-	switch {
-	case !known:
-		return Unverified
-	case n.Position <= end:
-		return Usable
-	case h.guessed[n.Timeline] || n.TimelineGuessed:
-		return Unverified
-	default:
-		return Diverged
-	}
 }
 
 // markDown records that node n could not be reached on a fresh
