@@ -36,11 +36,13 @@ import (
 // Patroni's timing, in seconds. ttl is how long the leader key outlives a
 // leader that stopped renewing it: after a crash a replica is promoted
 // about ttl seconds later. Patroni runs its HA loop every loop_wait, and
-// retries etcd and PostgreSQL for retry_timeout before it demotes.
+// retries etcd and PostgreSQL for retry_timeout before it demotes. Patroni
+// asks for loop_wait + 2 × retry_timeout ≤ ttl, so that a leader cut off
+// from etcd demotes itself before its key expires and another is promoted.
 const (
 	haTTL          = 10
 	haLoopWait     = 1
-	haRetryTimeout = 5
+	haRetryTimeout = 4
 )
 
 // PatroniTTL is haTTL as a duration: what a failover's wait is measured
@@ -86,6 +88,12 @@ type haState struct {
 	EtcdBin    string     `json:"etcd_bin"`
 	Etcd       etcdState  `json:"etcd"`
 	Members    []haMember `json:"members"` // in creation order: node1, node2, …
+	// DCS is Patroni's configuration section for etcd, fixed when the
+	// cluster is made (the v2 and v3 APIs keep separate keys): "etcd3", or
+	// "etcd" (the v2 API; etcd then runs with --enable-v2) for a Patroni
+	// older than 3.0.3, see patroniDCS. Empty in clusters made before it:
+	// "etcd3".
+	DCS string `json:"dcs,omitempty"`
 }
 
 type etcdState struct {
@@ -169,6 +177,7 @@ func createHA(ctx context.Context, abs string, cfg Config) (_ *Cluster, err erro
 	}
 	ha := &haState{
 		Scope: "quest-" + hashOf(abs), Sync: cfg.Sync, PatroniBin: patroni, EtcdBin: etcd,
+		DCS:  patroniDCS(ctx, patroni),
 		Etcd: etcdState{ClientPort: ports[2*n], PeerPort: ports[2*n+1], DataDir: filepath.Join(c.st.DataRoot, "etcd")},
 	}
 	for i := range n {
@@ -225,6 +234,69 @@ func createHA(ctx context.Context, abs string, cfg Config) (_ *Cluster, err erro
 	return c, nil
 }
 
+// dcs is the Patroni configuration section for etcd: see haState.DCS.
+func (ha *haState) dcs() string {
+	if ha.DCS == "" {
+		return "etcd3"
+	}
+	return ha.DCS
+}
+
+// patroniDCS picks the API Patroni talks to etcd with. Patroni before
+// 3.0.3 (Debian 12 ships 3.0.2) overwrites the leader key unconditionally
+// over the v3 API when its lease has expired (dcs/etcd3.py _update_leader:
+// a plain put, no compare): a leader whose PostgreSQL hung longer than the
+// ttl takes the key back from the replica promoted meanwhile, which then
+// demotes and rewinds — every write it acknowledged is lost. Over the v2
+// API Patroni renews with prevValue=its name (dcs/etcd.py _do_update_leader),
+// so the woken leader fails to renew and demotes itself. Upstream fixed
+// the v3 path in 3.0.3 (patroni#2689, #2693): with it, or when the version
+// cannot be read, etcd3.
+func patroniDCS(ctx context.Context, patroni string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, patroni, "--version").Output()
+	if err != nil {
+		return "etcd3"
+	}
+	if v, ok := parseVersion(string(out)); ok && versionLess(v, [3]int{3, 0, 3}) {
+		return "etcd"
+	}
+	return "etcd3"
+}
+
+// parseVersion reads "patroni 3.0.2" (or "3.0.2"): the last word, as
+// major.minor.patch.
+func parseVersion(s string) ([3]int, bool) {
+	var v [3]int
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return v, false
+	}
+	parts := strings.SplitN(f[len(f)-1], ".", 3)
+	for i, p := range parts {
+		p = strings.TrimLeftFunc(p, func(r rune) bool { return r == 'v' })
+		n := 0
+		for _, r := range p {
+			if r < '0' || r > '9' {
+				break
+			}
+			n = n*10 + int(r-'0')
+		}
+		v[i] = n
+	}
+	return v, len(parts) >= 2
+}
+
+func versionLess(a, b [3]int) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}
+
 // patroniConfig is a member's Patroni configuration. The bootstrap section
 // counts once, for the member that initializes the cluster: it becomes the
 // cluster-wide configuration Patroni keeps in etcd.
@@ -247,7 +319,7 @@ func (c *Cluster) patroniConfig(name string) (map[string]any, error) {
 		"name":      name,
 		"log":       map[string]any{"level": "INFO"},
 		"restapi":   map[string]any{"listen": addr(m.RESTPort), "connect_address": addr(m.RESTPort)},
-		"etcd3":     map[string]any{"hosts": addr(ha.Etcd.ClientPort)},
+		ha.dcs():    map[string]any{"hosts": addr(ha.Etcd.ClientPort)},
 		"bootstrap": map[string]any{
 			"dcs": map[string]any{
 				"ttl": haTTL, "loop_wait": haLoopWait, "retry_timeout": haRetryTimeout,
@@ -420,12 +492,17 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	}
 	client := fmt.Sprintf("http://127.0.0.1:%d", e.ClientPort)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", e.PeerPort)
-	pid, err := c.daemon("etcd", c.st.HA.EtcdBin,
-		"--name", "quest", "--data-dir", e.DataDir,
+	args := []string{"--name", "quest", "--data-dir", e.DataDir,
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "quest="+peer, "--initial-cluster-state", "new",
-		"--initial-cluster-token", c.st.HA.Scope, "--logger", "zap", "--log-outputs", "stderr")
+		"--initial-cluster-token", c.st.HA.Scope, "--logger", "zap", "--log-outputs", "stderr"}
+	if c.st.HA.dcs() == "etcd" {
+		// Patroni's etcd (v2) section needs the v2 API, off by default
+		// since etcd 3.4 (and gone in 3.6, where Patroni 3.0.3+ speaks v3).
+		args = append(args, "--enable-v2=true")
+	}
+	pid, err := c.daemon("etcd", c.st.HA.EtcdBin, args...)
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ func TestPatroniConfigCarriesTheLauncherSettings(t *testing.T) {
 			t.Errorf("parameter %s = %q, want %q", name, params[name], value)
 		}
 	}
-	if dcs["ttl"] != 10 || dcs["loop_wait"] != 1 || dcs["retry_timeout"] != 5 || dcs["synchronous_mode"] != true {
+	if dcs["ttl"] != 10 || dcs["loop_wait"] != 1 || dcs["retry_timeout"] != 4 || dcs["synchronous_mode"] != true {
 		t.Errorf("dcs = %v", dcs)
 	}
 	pg := conf["postgresql"].(map[string]any)
@@ -73,5 +73,30 @@ func TestPickCandidate(t *testing.T) {
 				t.Errorf("pickCandidate = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestPatroniDCSByVersion(t *testing.T) {
+	for _, tt := range []struct {
+		out  string
+		less bool
+	}{
+		{"patroni 3.0.2\n", true}, {"patroni 2.1.6", true}, {"patroni 3.0.3", false},
+		{"patroni 3.3.0", false}, {"patroni 4.0.4", false},
+	} {
+		v, ok := parseVersion(tt.out)
+		if !ok || versionLess(v, [3]int{3, 0, 3}) != tt.less {
+			t.Errorf("%q: %v %v, want less=%v", tt.out, v, ok, tt.less)
+		}
+	}
+	c := haFixture(false)
+	conf, _ := c.patroniConfig("node1")
+	if _, ok := conf["etcd3"]; !ok {
+		t.Errorf("a cluster without dcs should keep etcd3: %v", conf)
+	}
+	c.st.HA.DCS = "etcd"
+	conf, _ = c.patroniConfig("node1")
+	if _, ok := conf["etcd"]; !ok || conf["etcd3"] != nil {
+		t.Errorf("DCS etcd: %v", conf)
 	}
 }
