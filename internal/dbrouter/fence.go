@@ -41,14 +41,15 @@ func (m *member) setHealth(h Health) {
 }
 
 // standbyTimeline sets h.Timeline for a standby: its walreceiver's, or the
-// one it received last since this server started, or else its last
-// restartpoint's, marked guessed. Called from m's poll loop only.
+// one it received last since this server started, or else the lower bound
+// the poll read (its last restartpoint's or minimum recovery point's),
+// marked guessed. Called from m's poll loop only.
 func (t *tracker) standbyTimeline(m *member, h *Health, receiving *int32) {
 	if receiving != nil && *receiving > 0 {
 		m.received, m.receivedBy = uint32(*receiving), h.started // #nosec G115 -- positive
 	}
 	if m.received != 0 && m.receivedBy.Equal(h.started) {
-		h.Timeline = max(h.Timeline, m.received)
+		h.Timeline = m.received
 		return
 	}
 	h.TimelineGuessed = true

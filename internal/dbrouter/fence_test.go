@@ -185,6 +185,19 @@ func TestOffHistory(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
+	if got := offHistory(h, &Health{Timeline: 4, Position: 10}); got != Unverified {
+		t.Errorf("on a newer timeline: %v, want unverified", got)
+	}
+	h.abandoned = map[uint32]abandonedTimeline{4: {fork: 5}}
+	if got := offHistory(h, &Health{Timeline: 4, Position: 10}); got != Diverged {
+		t.Errorf("on a timeline the router abandoned: %v, want diverged", got)
+	}
+	if got := offHistory(h, &Health{Timeline: 3, Position: 10, TimelineGuessed: true}); got != Unverified {
+		t.Errorf("on the primary's timeline by its restartpoint, past an abandoned fork: %v, want unverified", got)
+	}
+	if got := offHistory(h, &Health{Timeline: 3, Position: 4, TimelineGuessed: true}); got != Usable {
+		t.Errorf("on the primary's timeline by its restartpoint, before an abandoned fork: %v, want usable", got)
+	}
 	h.ends = map[uint32]uint64{}
 	if got := offHistory(h, &Health{Timeline: 2, Position: 10}); got != Unverified {
 		t.Errorf("a router that knows no fork: %v, want unverified", got)

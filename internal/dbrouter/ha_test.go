@@ -358,12 +358,19 @@ func TestRouterHAFailover(t *testing.T) {
 // processes, for that check: call it again after members restart.
 func haCluster(t *testing.T, ctx context.Context, name string) (c *cluster.Cluster, see func()) {
 	t.Helper()
+	return haClusterDCS(t, ctx, name, "")
+}
+
+// haClusterDCS is haCluster with Patroni talking to etcd as dcs says
+// ("etcd", "etcd3", or "" for quest's choice).
+func haClusterDCS(t *testing.T, ctx context.Context, name, dcs string) (c *cluster.Cluster, see func()) {
+	t.Helper()
 	dir, err := testcluster.NewDir(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	began := time.Now()
-	c, err = cluster.Up(ctx, cluster.Config{Dir: dir, Port: 0, HA: true, BinDir: os.Getenv("QUEST_PG_BIN")})
+	c, err = cluster.Up(ctx, cluster.Config{Dir: dir, Port: 0, HA: true, DCS: dcs, BinDir: os.Getenv("QUEST_PG_BIN")})
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatal(err)

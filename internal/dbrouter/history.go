@@ -255,14 +255,36 @@ func (r *Router) advance(st *State, lsn uint64) {
 }
 
 // offHistory tells whether standby n may hold WAL the primary's history
-// lacks. Only a standby on an older timeline may: Diverged when it is past
-// that timeline's known end, by a timeline it surely is on; Unverified
-// when it is past an end the router only guessed, or on a timeline it may
-// have left since its last restartpoint, or when the end is not known at
-// all (a router started after the promotion) — no reads until it is seen
-// on the primary's timeline, but no alarm either.
+// lacks. A standby on the primary's timeline does not. One on a newer
+// timeline does: Diverged when the router abandoned that timeline (it
+// awaits its rewind), else Unverified (it follows a primary the router has
+// not seen). One on an older timeline does when it is past where that
+// timeline ended: Diverged when it is past a known end by a timeline it
+// surely is on; Unverified when it is past an end the router only
+// guessed, or on a timeline it may have left since its last restartpoint,
+// or when the end is not known at all (a router started after the
+// promotion) — no reads until it is seen on the primary's timeline, but
+// no alarm either.
 func offHistory(h *history, n *Health) Status {
-	if h == nil || n.Timeline == 0 || n.Timeline >= h.timeline {
+	switch {
+	case h == nil || n.Timeline == 0:
+		return Usable
+	case n.Timeline > h.timeline:
+		if _, abandoned := h.abandoned[n.Timeline]; abandoned {
+			return Diverged
+		}
+		return Unverified
+	}
+	if n.TimelineGuessed {
+		// Its real timeline may be newer than the guess: one the router
+		// abandoned, whose WAL it would then hold past the fork.
+		for t, a := range h.abandoned {
+			if t > n.Timeline && n.Position > a.fork {
+				return Unverified
+			}
+		}
+	}
+	if n.Timeline == h.timeline {
 		return Usable
 	}
 	end, known := h.ends[n.Timeline]

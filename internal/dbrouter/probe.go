@@ -12,10 +12,12 @@ import (
 // recovery. Its timeline columns: a primary's current timeline, from its
 // current WAL segment's name (pg_control_checkpoint() keeps the old one
 // until the first checkpoint after a promotion); a standby's last
-// restartpoint's, and apart the timeline its walreceiver receives, when
-// one runs. The restartpoint's is only a lower bound: it stays behind for
-// as long as no restartpoint runs, while the standby has long followed
-// the new timeline.
+// restartpoint's or its minimum recovery point's, whichever is newer, and
+// apart the timeline its walreceiver receives, when one runs. The first is
+// only a lower bound: it stays behind for as long as no restartpoint runs,
+// while the standby has long followed the new timeline — or, demoted
+// after a fast promotion (no checkpoint), still holds the newer timeline's
+// WAL it wrote as a primary.
 const pollQuery = `
 	SELECT pg_is_in_recovery(),
 	       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END::text,
@@ -23,7 +25,8 @@ const pollQuery = `
 	       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END,
 	       current_setting('recovery_min_apply_delay')::interval,
 	       pg_postmaster_start_time(),
-	       CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
+	       CASE WHEN pg_is_in_recovery() THEN GREATEST((SELECT timeline_id FROM pg_control_checkpoint()),
+	                                                   (SELECT min_recovery_end_timeline FROM pg_control_recovery()))
 	            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
 	       CASE WHEN pg_is_in_recovery() THEN (SELECT NULLIF(received_tli, 0) FROM pg_stat_wal_receiver) END`
 
