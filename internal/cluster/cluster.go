@@ -66,6 +66,10 @@ type Config struct {
 	// PostgreSQL members, node1, node2, …, each run by its Patroni (ha.go).
 	HA   bool
 	Sync bool // with HA: bootstrap with Patroni's synchronous_mode on
+	// DCS, with HA, is how Patroni talks to etcd: "etcd" (the v2 API) or
+	// "etcd3"; "" picks by Patroni's version (see patroniDCS). Tests force
+	// "etcd3" to play the leader-key take-back of Patroni 3.0.2.
+	DCS string
 }
 
 // Node is one server of the cluster.

@@ -175,9 +175,16 @@ func createHA(ctx context.Context, abs string, cfg Config) (_ *Cluster, err erro
 	if err != nil {
 		return nil, err
 	}
+	switch cfg.DCS {
+	case "":
+		cfg.DCS = patroniDCS(ctx, patroni)
+	case "etcd", "etcd3":
+	default:
+		return nil, fmt.Errorf("unknown DCS %q: want etcd (the v2 API) or etcd3", cfg.DCS)
+	}
 	ha := &haState{
 		Scope: "quest-" + hashOf(abs), Sync: cfg.Sync, PatroniBin: patroni, EtcdBin: etcd,
-		DCS:  patroniDCS(ctx, patroni),
+		DCS:  cfg.DCS,
 		Etcd: etcdState{ClientPort: ports[2*n], PeerPort: ports[2*n+1], DataDir: filepath.Join(c.st.DataRoot, "etcd")},
 	}
 	for i := range n {
@@ -495,7 +502,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	args := []string{"--name", "quest", "--data-dir", e.DataDir,
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "quest="+peer, "--initial-cluster-state", "new",
+		"--initial-cluster", "quest=" + peer, "--initial-cluster-state", "new",
 		"--initial-cluster-token", c.st.HA.Scope, "--logger", "zap", "--log-outputs", "stderr"}
 	if c.st.HA.dcs() == "etcd" {
 		// Patroni's etcd (v2) section needs the v2 API, off by default

@@ -193,10 +193,7 @@ func (c *Cluster) Fail(ctx context.Context, name string) (string, error) {
 	if c.st.HA == nil {
 		return "", errors.New("fail crashes a member of a Patroni cluster (quest cluster up --ha); on this cluster use kill or stop --immediate")
 	}
-	if name == LeaderName || name == "primary" {
-		c.refreshRoles(ctx)
-	}
-	n, err := c.Node(name)
+	n, err := c.resolveMember(ctx, name)
 	if err != nil {
 		return "", err
 	}
