@@ -157,6 +157,25 @@ func (b *browser) nodeStates(ctx context.Context, base string) (map[string]strin
 	return out, nil
 }
 
+// splitBrain reads what the app's /lab/state says of a split brain: ""
+// when it reports none.
+func (b *browser) splitBrain(ctx context.Context, base string) (string, error) {
+	p, err := b.do(ctx, http.MethodGet, base+"/lab/state", nil)
+	if err != nil {
+		return "", err
+	}
+	if p.status != http.StatusOK {
+		return "", fmt.Errorf("GET /lab/state: status %d", p.status)
+	}
+	var st struct {
+		SplitBrain string `json:"split_brain"`
+	}
+	if err := json.Unmarshal([]byte(p.body), &st); err != nil {
+		return "", fmt.Errorf("GET /lab/state: %w", err)
+	}
+	return st.SplitBrain, nil
+}
+
 // metric reads a gauge or counter from an app's /metrics: the sum over
 // its label sets, so a family by node reads as its total.
 func (b *browser) metric(ctx context.Context, base, name string) (float64, error) {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +17,10 @@ import (
 // cluster up --ha). *cluster.Cluster is one.
 type HACluster interface {
 	Fail(ctx context.Context, name string) (string, error)
+	Freeze(ctx context.Context, name string) (thaw func() error, err error)
+	KillAgent(ctx context.Context, name string) (string, error)
+	StartAlone(ctx context.Context, name string) error
+	Stop(ctx context.Context, name string, immediate bool) error
 	WaitLeader(ctx context.Context, not string, timeout time.Duration) (string, error)
 	Switchover(ctx context.Context, to string) (from, cand string, err error)
 	Start(ctx context.Context, name string) error
@@ -26,18 +28,23 @@ type HACluster interface {
 }
 
 // The rows of the HA fault table, by the keys --rows takes, in the order
-// they run: the first three on a cluster with asynchronous replication
+// they run: all but the last on a cluster with asynchronous replication
 // (rejoin brings back the member crash crashed), the last on one with
 // Patroni's synchronous_mode.
 const (
 	RowCrash      = "crash"
 	RowRejoin     = "rejoin"
 	RowSwitchover = "switchover"
+	RowHang       = "hang"        // the leader's PostgreSQL hangs (SIGSTOP), then wakes
+	RowAgent      = "agent"       // the leader's Patroni dies, its PostgreSQL runs on
+	RowSplitBrain = "split-brain" // a crashed leader started again without Patroni
 	RowCrashSync  = "crash-sync"
 )
 
 // HARows are the HA fault table's row keys, in the order they run.
-func HARows() []string { return []string{RowCrash, RowRejoin, RowSwitchover, RowCrashSync} }
+func HARows() []string {
+	return []string{RowCrash, RowRejoin, RowSwitchover, RowHang, RowAgent, RowSplitBrain, RowCrashSync}
+}
 
 // ParseHARows reads a comma-separated list of row keys ("" is every row)
 // and returns them in the order they run.
@@ -80,6 +87,7 @@ type HAConfig struct {
 	Users    int           // default 6
 	Think    time.Duration // default 50 ms
 	Phase    time.Duration // the phases before and after each fault; default 6 s
+	Hang     time.Duration // how long the hang row's leader hangs; default 20 s
 	// TTL is Patroni's ttl and PollInterval the apps' tracker's: the
 	// targets for writes to work again are measured against them.
 	TTL          time.Duration // default cluster.PatroniTTL
@@ -100,6 +108,9 @@ func (c *HAConfig) defaults() {
 	}
 	if c.Phase <= 0 {
 		c.Phase = 6 * time.Second
+	}
+	if c.Hang <= 0 {
+		c.Hang = 20 * time.Second
 	}
 	if c.TTL <= 0 {
 		c.TTL = cluster.PatroniTTL
@@ -154,6 +165,9 @@ type HARow struct {
 	Refused    time.Duration
 	Switchover time.Duration // a switchover: until every member followed the new leader
 	Rejoined   time.Duration // a member brought back: until it streamed from the leader
+	// SplitBrain: how long the app's status pages reported a split brain
+	// (two primaries), in the rows that make one.
+	SplitBrain time.Duration
 	ReadsAgain time.Duration // … until the app's router gave it reads; 0: it did not
 	// PhaseReads counts the reads each node served before the fault and
 	// after it, by the name the app's router gives it (Names).
@@ -294,6 +308,15 @@ func (h *haRun) row(ctx context.Context, key string) (HARow, error) {
 	case RowSwitchover:
 		row.Scenario = "planned switchover, " + replication(h.sync)
 		do = func(ctx context.Context, _ *faultRun, _ *FaultRow) error { return h.switchover(ctx, &row) }
+	case RowHang:
+		row.Scenario = fmt.Sprintf("leader hung %s (SIGSTOP of its PostgreSQL), %s", span(h.cfg.Hang), replication(h.sync))
+		do = func(ctx context.Context, _ *faultRun, _ *FaultRow) error { return h.hang(ctx, &row) }
+	case RowAgent:
+		row.Scenario = "leader's Patroni killed, its PostgreSQL running on, " + replication(h.sync)
+		do = func(ctx context.Context, _ *faultRun, _ *FaultRow) error { return h.agent(ctx, &row) }
+	case RowSplitBrain:
+		row.Scenario = "split brain: crashed leader started again without Patroni, " + replication(h.sync)
+		do = func(ctx context.Context, _ *faultRun, _ *FaultRow) error { return h.splitBrain(ctx, &row) }
 	default:
 		return row, fmt.Errorf("unknown row %q", key)
 	}
@@ -335,212 +358,6 @@ func (h *haRun) row(ctx context.Context, key string) (HARow, error) {
 	return row, nil
 }
 
-// notes say what a row's fault did, in words.
-func (h *haRun) notes(row HARow) []string {
-	var notes []string
-	switch row.Key {
-	case RowCrash, RowCrashSync:
-		notes = append(notes, fmt.Sprintf("%s crashed (SIGKILL of its Patroni and PostgreSQL); %s promoted %.1f s later; the primary's share of reads before / after: %s / %s",
-			row.Member, row.NewLeader, row.Promoted.Seconds(), share(row.PhaseReads[0], "primary"), share(row.PhaseReads[1], "primary")))
-	case RowRejoin:
-		ok := "it got no reads within a minute"
-		if row.ReadsAgain > 0 {
-			ok = fmt.Sprintf("the router gave it reads %.1f s after the start", row.ReadsAgain.Seconds())
-		}
-		as := ""
-		if n := row.name(row.Member); n != row.Member {
-			as = fmt.Sprintf(" (to the app %s: its URL, the leader's when the app started, names no application_name)", n)
-		}
-		notes = append(notes, fmt.Sprintf("%s%s started again: Patroni rejoined it as a replica (rewound where its WAL had gone past the new timeline), streaming after %.1f s; %s; its share of reads before / after: %s / %s",
-			row.Member, as, row.Rejoined.Seconds(), ok, share(row.PhaseReads[0], row.name(row.Member)), share(row.PhaseReads[1], row.name(row.Member))))
-	case RowSwitchover:
-		notes = append(notes, fmt.Sprintf("%s → %s; every member followed after %.1f s; the primary's share of reads before / after: %s / %s",
-			row.Member, row.NewLeader, row.Switchover.Seconds(), share(row.PhaseReads[0], "primary"), share(row.PhaseReads[1], "primary")))
-	}
-	if row.WritesBack > 0 {
-		notes = append(notes, fmt.Sprintf("writes refused for %.1f s", row.Refused.Seconds()))
-	}
-	if row.LostForms > 0 {
-		notes = append(notes, fmt.Sprintf("%d form answers said a change may have been lost: redirects, which a browser follows without showing", row.LostForms))
-	}
-	if row.LostMisses > 0 {
-		notes = append(notes, fmt.Sprintf("%d read-backs short of a lost change, on pages that said so", row.LostMisses))
-	}
-	if row.StaleMisses > 0 {
-		notes = append(notes, fmt.Sprintf("%d read-backs short on pages with the staleness banner", row.StaleMisses))
-	}
-	return notes
-}
-
-// crash crashes the leader, waits for Patroni to promote a replica, and
-// times the return of writes from the crash and from the promotion.
-func (h *haRun) crash(ctx context.Context, row *HARow) error {
-	began := time.Now()
-	failed, err := h.c.Fail(ctx, cluster.LeaderName)
-	if err != nil {
-		return err
-	}
-	// The probe starts once the leader is gone: a write it sent just
-	// before the kill would race it, and be lost more often than the
-	// users' writes, which the crash meets wherever they are.
-	probe := h.probeWrites(ctx)
-	defer probe.stop()
-	row.Member = failed
-	h.crashed = failed
-	h.say("%s crashed; Patroni promotes a replica once the leader key expires (ttl %s)", failed, span(h.cfg.TTL))
-	if row.NewLeader, err = h.c.WaitLeader(ctx, failed, time.Minute); err != nil {
-		return err
-	}
-	row.Promoted = time.Since(began)
-	if err := probe.finish(ctx, began, row); err != nil {
-		return err
-	}
-	h.say("%s promoted after %.1f s; writes back %.1f s after the crash", row.NewLeader, row.Promoted.Seconds(), row.WritesBack.Seconds())
-	return nil
-}
-
-// rejoin starts the member the crash row crashed: Patroni rewinds it
-// onto the new leader's timeline and it rejoins as a replica; then the
-// app's router should give it reads once it has caught up.
-func (h *haRun) rejoin(ctx context.Context, row *HARow) error {
-	if h.crashed == "" {
-		return errors.New("no member was crashed on this cluster")
-	}
-	row.Member = h.crashed
-	began := time.Now()
-	if err := h.c.Start(ctx, h.crashed); err != nil {
-		return err
-	}
-	row.Rejoined = time.Since(began)
-	h.say("%s streams again after %.1f s; waiting for the app's router to give it reads (as %s)", h.crashed, row.Rejoined.Seconds(), h.app.name(h.crashed))
-	if h.awaitState(ctx, h.app.name(h.crashed), "usable", time.Minute) {
-		row.ReadsAgain = time.Since(began)
-		h.say("%s gets reads %.1f s after the start", h.crashed, row.ReadsAgain.Seconds())
-	}
-	h.crashed = ""
-	return nil
-}
-
-// switchover hands the leader's role over through Patroni, and times the
-// writes' interruption.
-func (h *haRun) switchover(ctx context.Context, row *HARow) error {
-	began := time.Now()
-	probe := h.probeWrites(ctx)
-	defer probe.stop()
-	from, to, err := h.c.Switchover(ctx, "")
-	if err != nil {
-		return err
-	}
-	row.Member, row.NewLeader, row.Switchover = from, to, time.Since(began)
-	if err := probe.finish(ctx, began, row); err != nil {
-		return err
-	}
-	h.say("switchover %s → %s done after %.1f s; writes back %.1f s after it was asked for", from, to, row.Switchover.Seconds(), row.WritesBack.Seconds())
-	return nil
-}
-
-// writeProbe writes a comment as the story's writer every 20 ms, to time
-// when writes stop and work again.
-type writeProbe struct {
-	cancel  context.CancelFunc
-	done    chan struct{}
-	settle  chan time.Time // when the fault is over (the new leader is known)
-	refused time.Time      // the first refused write's answer
-	back    time.Time      // the first acknowledged write's after it
-	other   int            // answers other than success, read-only, "may have been saved"
-	first   string
-	err     error
-}
-
-// probeInterval is how often the probe writes: a tenth of Patroni's loop.
-const probeInterval = 20 * time.Millisecond
-
-// probeWrites starts a probe. It stops at the first write acknowledged
-// after one was refused, or at the first one acknowledged after the fault
-// settled without any refused, or after two minutes.
-func (f *faultRun) probeWrites(ctx context.Context) *writeProbe {
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	p := &writeProbe{cancel: cancel, done: make(chan struct{}), settle: make(chan time.Time, 1)}
-	target := f.app.URL + f.story.thread + "/comments"
-	go func() {
-		defer close(p.done)
-		var settled time.Time
-		for pctx.Err() == nil {
-			select {
-			case settled = <-p.settle:
-			default:
-			}
-			pg, err := f.story.writer.do(pctx, http.MethodPost, target, url.Values{"body": {"probe"}})
-			at := time.Now()
-			if pctx.Err() != nil {
-				break
-			}
-			ok := err == nil && pg.status == http.StatusSeeOther && !strings.HasPrefix(pg.loc, "/login")
-			switch {
-			case ok:
-				f.story.comments.Add(1)
-				if !p.refused.IsZero() {
-					p.back = at
-					return
-				}
-				if !settled.IsZero() && at.After(settled) {
-					return // writes never stopped, as far as the probe saw
-				}
-			case err == nil && pg.status == http.StatusServiceUnavailable && (readOnlyRE.MatchString(pg.body) || unknownRE.MatchString(pg.body)):
-				if p.refused.IsZero() {
-					p.refused = at
-				}
-			default:
-				if p.refused.IsZero() {
-					p.refused = at
-				}
-				p.other++
-				if p.first == "" {
-					p.first = fmt.Sprint(err)
-					if err == nil {
-						p.first = fmt.Sprintf("status %d", pg.status)
-					}
-				}
-			}
-			sleep(pctx, probeInterval)
-		}
-		p.err = errors.New("writes did not work again within two minutes")
-	}()
-	return p
-}
-
-// finish tells the probe the fault is over now, waits for it, and
-// records in row when writes came back (from began; zero if they never
-// stopped), how long they were refused, and the probe's writes that failed
-// otherwise than by being refused, with a note on the first.
-func (p *writeProbe) finish(ctx context.Context, began time.Time, row *HARow) error {
-	p.settle <- time.Now()
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		p.cancel()
-		<-p.done
-		return ctx.Err()
-	}
-	if p.err != nil {
-		return p.err
-	}
-	if !p.back.IsZero() {
-		row.WritesBack, row.Refused = p.back.Sub(began), p.back.Sub(p.refused)
-	}
-	row.FailedWrites = p.other
-	if p.other > 0 {
-		row.Notes = append(row.Notes, fmt.Sprintf("%d probe writes failed otherwise than read-only; the first: %s", p.other, p.first))
-	}
-	return nil
-}
-
-// stop ends the probe and waits for it.
-func (p *writeProbe) stop() {
-	p.cancel()
-	<-p.done
-}
-
 // targets says which of the run's targets held.
 func targets(rows []HARow, ttl, poll time.Duration) []Target {
 	if len(rows) == 0 {
@@ -574,6 +391,8 @@ func targets(rows []HARow, ttl, poll time.Duration) []Target {
 			}
 		case RowSwitchover:
 			out = append(out, Target{"no acknowledged write lost in a planned switchover", r.Lost == 0, fmt.Sprintf("%d of %d", r.Lost, r.Acked)})
+		case RowHang, RowAgent, RowSplitBrain:
+			out = append(out, Target{"no acknowledged write lost: " + r.Scenario, r.Lost == 0, fmt.Sprintf("%d of %d", r.Lost, r.Acked)})
 		case RowRejoin:
 			after := r.PhaseReads[len(r.PhaseReads)-1]
 			got := "none within a minute"

@@ -22,7 +22,7 @@ func TestParseHARows(t *testing.T) {
 		{"crash-sync,crash-sync", []string{RowCrashSync}, ""},
 		{"rejoin,crash", []string{RowCrash, RowRejoin}, ""},
 		{"rejoin", nil, "row rejoin brings back the member that row crash crashed: add crash"},
-		{"crash,failover", nil, `unknown row "failover"; choose from crash, rejoin, switchover, crash-sync`},
+		{"crash,failover", nil, `unknown row "failover"; choose from crash, rejoin, switchover, hang, agent, split-brain, crash-sync`},
 		{"crash,", nil, `unknown row ""`},
 	} {
 		got, err := ParseHARows(tc.in)
