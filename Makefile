@@ -87,8 +87,9 @@ faults: build
 	$(BIN) lab faults --update docs/faults.md
 
 ## faults-ha: the HA fault table on Patroni clusters the lab starts and removes (leader crashed under
-## asynchronous replication and synchronous_mode, crashed member brought back, switchover; needs patroni
-## and etcd; ~3 min, on free ports); rewrites docs/ha.md's table
+## asynchronous replication and synchronous_mode, crashed member brought back, switchover, leader hung
+## 20 s, leader's Patroni killed, split brain; needs patroni and etcd; ~3.5 min, on free ports); rewrites
+## docs/ha.md's table
 faults-ha: build
 	$(BIN) lab faults --ha --update docs/ha.md
 
