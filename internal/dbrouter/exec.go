@@ -118,8 +118,11 @@ func sqlOf(ctx context.Context, b *pgx.Batch) []string {
 
 // unavailable wraps the last error of a read that no node could serve.
 func unavailable(err error) error {
-	if err == nil {
+	switch {
+	case err == nil:
 		return ErrUnavailable
+	case serverRefused(err):
+		return fmt.Errorf("%w: %w: %w", ErrUnavailable, ErrBusy, err)
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
@@ -138,10 +141,16 @@ func (r *Router) record(ctx context.Context, n *Node, d Decision) {
 // move to the next candidate: when the node's connection failed, or on a
 // hot-standby recovery conflict, where the node is fine but the read lost
 // a race with replay. A failed connection is not a failed node: pgx drops
-// that connection, and the tracker is asked to poll the node now; only a
-// connection that cannot be made marks the node down at once.
+// that connection, and the tracker is asked to poll the node now. Nor is
+// a connect the server refused (too many connections, out of memory,
+// starting up) or one that timed out: only a connect that found nothing
+// listening marks the node down at once.
 func (r *Router) mayRetryElsewhere(ctx context.Context, snap *snapshot, i int, err error) bool {
 	switch {
+	case serverRefused(err), isConnectTimeout(err):
+		// Up, but busy or slow to let a connection in: the probe, on
+		// the connection it has, decides whether the node is down.
+		r.tracker.kick(snap.members[i])
 	case isConnectError(err):
 		r.tracker.markDown(snap.members[i], err)
 	case nodeFailed(err):
@@ -152,6 +161,22 @@ func (r *Router) mayRetryElsewhere(ctx context.Context, snap *snapshot, i int, e
 	}
 	r.log.WarnContext(ctx, "read failed on a node; retrying elsewhere", "node", snap.members[i].Name, "err", err)
 	return true
+}
+
+// serverRefused reports whether err is a connect that the server itself
+// refused while it runs: too many connections (53300), out of memory
+// (53400), or not accepting connections yet (57P03).
+func serverRefused(err error) bool {
+	var pgErr *pgconn.PgError
+	return isConnectError(err) && errors.As(err, &pgErr) &&
+		(pgErr.Code == "53300" || pgErr.Code == "53400" || pgErr.Code == "57P03")
+}
+
+// isConnectTimeout reports whether err is a connect that timed out: an
+// overloaded server, as likely as a dead one.
+func isConnectTimeout(err error) bool {
+	var netErr net.Error
+	return isConnectError(err) && (errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()))
 }
 
 // isConnectError reports whether err is a failure to open a connection.

@@ -2,9 +2,11 @@ package dbrouter
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // pollQuery branches on pg_is_in_recovery() in the same statement:
@@ -180,6 +182,18 @@ func (t *tracker) pollOnce(ctx context.Context, m *member) {
 		return
 	}
 	old := m.health
+	if err != nil && old.Up && tooBusy(err) {
+		// The probe's connection broke and the server will not let a new
+		// one in: it is up, and busy. What the last poll saw stands.
+		h = old
+		h.Err = "refuses new connections: " + err.Error()
+		if old.Err == "" {
+			t.r.log.Warn("node refuses new connections; kept as it was", "node", name, "err", err)
+		}
+		m.setHealth(h)
+		t.publish(now)
+		return
+	}
 	if h.Err != "" && h.Err != old.Err {
 		// Once per new reason, not per poll: the pages show the reason
 		// to admins only, so the log is where everyone else looks.
@@ -219,4 +233,11 @@ func (t *tracker) standbyEnd(m *member) uint64 {
 		return max(h.Position, h.Receive)
 	}
 	return 0
+}
+
+// tooBusy reports whether err is a connect refused by a server that is up
+// but has no room: too many connections (53300) or out of memory (53400).
+func tooBusy(err error) bool {
+	var pgErr *pgconn.PgError
+	return isConnectError(err) && errors.As(err, &pgErr) && (pgErr.Code == "53300" || pgErr.Code == "53400")
 }

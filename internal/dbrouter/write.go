@@ -21,6 +21,11 @@ var (
 	ErrOutcomeUnknown = errors.New("the connection to the primary was lost while it committed: the change may have been saved")
 	// ErrUnavailable: no node could serve a read.
 	ErrUnavailable = errors.New("no database node is reachable")
+	// ErrBusy: the node is up but refused a new connection — too many
+	// connections (SQLSTATE 53300), out of memory (53400), still starting
+	// (57P03) — for as long as the node timeout let the request wait for
+	// one of the pool's. Nothing was written.
+	ErrBusy = errors.New("the database is busy: it refused a new connection")
 	// ErrSplitBrain: a node that accepts writes is on an older timeline
 	// than one already promoted, and the router writes to none of them
 	// (Router.SplitBrain says which). It comes wrapped with ErrReadOnly.
@@ -53,6 +58,11 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	}
 	node := snap.members[0]
 	m, sent, err := r.writeOnce(ctx, node, fn, false)
+	if err != nil && serverRefused(err) {
+		// A healthy server that will not take another connection: wait
+		// for one of the pool's, within the node timeout.
+		m, sent, err = r.writeWhileRefused(ctx, node, fn, err)
+	}
 	if err != nil && !sent && nodeFailed(err) && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 		if r.snap.Load().primaryDown {
 			// The tracker has meanwhile found the primary gone (or hung):
@@ -79,6 +89,9 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	case ctx.Err() != nil:
 		return err
+	case serverRefused(err):
+		r.tracker.kick(node)
+		return fmt.Errorf("%w: %w", ErrBusy, err)
 	case isConnectError(err):
 		r.tracker.markDown(node, err)
 		return fmt.Errorf("%w: %w", ErrReadOnly, err)
@@ -102,6 +115,23 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	}
 	r.record(ctx, node, Decision{Node: "primary", Member: node.Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true, Lost: lost})
 	return nil
+}
+
+// writeWhileRefused runs the write again, backing off, for as long as the
+// primary refuses new connections and the node timeout allows: a pooled
+// connection comes free within milliseconds under a connection limit.
+func (r *Router) writeWhileRefused(ctx context.Context, node *Node, fn func(pgx.Tx) error, err error) (m mark, sent bool, _ error) {
+	deadline := time.Now().Add(r.nodeTimeout)
+	backoff := 2 * time.Millisecond
+	for serverRefused(err) && ctx.Err() == nil && time.Now().Add(backoff).Before(deadline) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 50*time.Millisecond)
+		m, sent, err = r.writeOnce(ctx, node, fn, false)
+	}
+	return m, sent, err
 }
 
 // fenced says why nothing may be written now, if anything: the primary

@@ -34,6 +34,8 @@ func statusOf(err error) (int, string) {
 		return p.status, p.msg
 	}
 	switch {
+	case errors.Is(err, dbrouter.ErrBusy):
+		return http.StatusServiceUnavailable, "Quest's database is busy right now: it would not take another connection. Nothing was changed; try again in a moment."
 	case errors.Is(err, dbrouter.ErrUnavailable):
 		return http.StatusServiceUnavailable, "Quest cannot reach its database right now. This page will work again by itself once the database is back — reload it in a moment."
 	case errors.Is(err, dbrouter.ErrSplitBrain):
