@@ -2,27 +2,66 @@ package dbrouter
 
 import (
 	"context"
+	"errors"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// runBatch runs a read's batch on pool. A batch of one statement — most
+// querier runs a read's statements: a pooled connection.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// sendOn builds a read's batch and runs it on conn. When the server threw
+// away a plan of one of its statements that pgx had prepared on this
+// connection — DDL changed a result type ("cached plan must not change
+// result type"), or the prepared statement is gone — pgx has by then
+// dropped the connection's cached statements, so the batch is built and
+// run once more on the same connection: another connection of the pool
+// may hold the same stale statement. It returns the batch that ran last.
+func sendOn(ctx context.Context, conn querier, build func(*pgx.Batch)) (*pgx.Batch, error) {
+	for try := 0; ; try++ {
+		b := &pgx.Batch{}
+		build(b)
+		if b.Len() == 0 {
+			return b, nil
+		}
+		err := runBatch(ctx, conn, b)
+		if try == 0 && planInvalidated(err) {
+			continue
+		}
+		return b, err
+	}
+}
+
+// planInvalidated reports whether err says a statement pgx had prepared
+// on the connection no longer holds: its plan's result type changed
+// (0A000), or it no longer exists (26000).
+func planInvalidated(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) &&
+		((pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan must not change result type")) || pgErr.Code == "26000")
+}
+
+// runBatch runs a read's batch on conn. A batch of one statement — most
 // reads outside causal — runs as a plain query: pgx sends a batch in
 // pipeline mode, which cost 13 % of a one-statement read's throughput
 // against the same query sent alone (docs/performance.md). The statement's
 // callback sees the same results either way.
-func runBatch(ctx context.Context, pool *pgxpool.Pool, b *pgx.Batch) error {
+func runBatch(ctx context.Context, conn querier, b *pgx.Batch) error {
 	if len(b.QueuedQueries) != 1 {
-		return pool.SendBatch(ctx, b).Close()
+		return conn.SendBatch(ctx, b).Close()
 	}
 	q := b.QueuedQueries[0]
 	if q.Fn == nil { // queued without a callback: the batch would Exec it
-		_, err := pool.Exec(ctx, q.SQL, q.Arguments...)
+		_, err := conn.Exec(ctx, q.SQL, q.Arguments...)
 		return err
 	}
-	one := &oneResult{ctx: ctx, pool: pool, q: q}
+	one := &oneResult{ctx: ctx, conn: conn, q: q}
 	err := q.Fn(one)
 	if cerr := one.Close(); err == nil {
 		err = cerr
@@ -34,17 +73,17 @@ func runBatch(ctx context.Context, pool *pgxpool.Pool, b *pgx.Batch) error {
 // plain query (runBatch).
 type oneResult struct {
 	ctx  context.Context
-	pool *pgxpool.Pool
+	conn querier
 	q    *pgx.QueuedQuery
 	rows pgx.Rows
 }
 
 func (o *oneResult) Exec() (pgconn.CommandTag, error) {
-	return o.pool.Exec(o.ctx, o.q.SQL, o.q.Arguments...)
+	return o.conn.Exec(o.ctx, o.q.SQL, o.q.Arguments...)
 }
 
 func (o *oneResult) Query() (pgx.Rows, error) {
-	rows, err := o.pool.Query(o.ctx, o.q.SQL, o.q.Arguments...)
+	rows, err := o.conn.Query(o.ctx, o.q.SQL, o.q.Arguments...)
 	o.rows = rows
 	return rows, err
 }
@@ -54,7 +93,7 @@ func (o *oneResult) QueryRow() pgx.Row {
 	return &oneRow{rows: rows, err: err}
 }
 
-// Close releases the query's connection if the callback left its rows open.
+// Close closes the query's rows if the callback left them open.
 func (o *oneResult) Close() error {
 	if o.rows == nil {
 		return nil

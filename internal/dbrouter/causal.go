@@ -223,15 +223,15 @@ func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, no
 	var waitedMS float64
 	var last *string
 	var standby bool
-	b := &pgx.Batch{}
-	if !covered {
-		b.Queue(waitQuery, FormatLSN(token.LSN), int(r.causalWait.Milliseconds())).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&waitedMS)
-		})
-	}
-	fn(b)
-	b.Queue(ReplayCheckSQL).QueryRow(func(row pgx.Row) error { return row.Scan(&last, &standby) })
-	err = conn.SendBatch(ctx, b).Close()
+	b, err := sendOn(ctx, conn, func(b *pgx.Batch) {
+		if !covered {
+			b.Queue(waitQuery, FormatLSN(token.LSN), int(r.causalWait.Milliseconds())).QueryRow(func(row pgx.Row) error {
+				return row.Scan(&waitedMS)
+			})
+		}
+		fn(b)
+		b.Queue(ReplayCheckSQL).QueryRow(func(row pgx.Row) error { return row.Scan(&last, &standby) })
+	})
 	d.SQL = sqlOf(ctx, b)
 	switch {
 	case isCode(err, codeShort):
@@ -261,13 +261,11 @@ func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, no
 // last resort while the primary is down and no replica has the session's
 // position. The page says the data may be stale.
 func (r *Router) causalStale(ctx context.Context, st *State, node *Node, fn ReadFunc, d *Decision) error {
-	ctx, cancel := context.WithTimeout(ctx, r.nodeTimeout)
-	defer cancel()
 	var last *string
-	b := &pgx.Batch{}
-	fn(b)
-	b.Queue(replayQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last) })
-	err := node.pool.SendBatch(ctx, b).Close()
+	b, err := r.readOn(ctx, node, func(b *pgx.Batch) {
+		fn(b)
+		b.Queue(replayQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last) })
+	})
 	d.SQL = sqlOf(ctx, b)
 	if err != nil {
 		return err
@@ -281,13 +279,11 @@ func (r *Router) causalStale(ctx context.Context, st *State, node *Node, fn Read
 // primary's insert position read after the data in the same batch: it
 // covers every commit the data could show, asynchronous ones included.
 func (r *Router) causalOnPrimary(ctx context.Context, st *State, node *Node, fn ReadFunc, d *Decision) error {
-	ctx, cancel := context.WithTimeout(ctx, r.nodeTimeout)
-	defer cancel()
 	var pos string
-	b := &pgx.Batch{}
-	fn(b)
-	b.Queue(insertQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&pos) })
-	err := node.pool.SendBatch(ctx, b).Close()
+	b, err := r.readOn(ctx, node, func(b *pgx.Batch) {
+		fn(b)
+		b.Queue(insertQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&pos) })
+	})
 	d.SQL = sqlOf(ctx, b)
 	if err != nil {
 		return err

@@ -70,14 +70,11 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 	for k := 0; k < p.n && k < 2; k++ {
 		i := int(p.nodes[k])
 		node := snap.members[i]
-		b := &pgx.Batch{}
-		fn(b)
-		if b.Len() == 0 {
+		var b *pgx.Batch
+		b, err = r.readOn(ctx, node, fn)
+		if err == nil && b.Len() == 0 {
 			return nil
 		}
-		actx, cancel := context.WithTimeout(ctx, r.nodeTimeout)
-		err = runBatch(actx, node.pool, b)
-		cancel()
 		if err == nil {
 			d := r.decision(snap, i, s, intent, reason, sessionLSN)
 			d.SQL = sqlOf(ctx, b)
@@ -95,6 +92,19 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 	return unavailable(err)
 }
 
+// readOn runs a read's batch on one of node's connections, within the
+// node timeout, and returns the batch that ran.
+func (r *Router) readOn(ctx context.Context, node *Node, build func(*pgx.Batch)) (*pgx.Batch, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.nodeTimeout)
+	defer cancel()
+	conn, err := node.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	return sendOn(ctx, conn, build)
+}
+
 // decision describes a read served by node i, from what the tracker last
 // saw of it; a causal read then puts in the positions it read itself.
 func (r *Router) decision(snap *snapshot, i int, s Strategy, intent Intent, reason Reason, sessionLSN uint64) Decision {
@@ -106,7 +116,7 @@ func (r *Router) decision(snap *snapshot, i int, s Strategy, intent Intent, reas
 
 // sqlOf lists a batch's statements when the request's trace keeps them.
 func sqlOf(ctx context.Context, b *pgx.Batch) []string {
-	if !TraceFrom(ctx).keepsSQL() {
+	if b == nil || !TraceFrom(ctx).keepsSQL() {
 		return nil
 	}
 	sql := make([]string, len(b.QueuedQueries))
