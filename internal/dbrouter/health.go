@@ -14,11 +14,13 @@ const (
 	Diverged                 // a standby on an older timeline, past the point where the primary's forked from it
 	Superseded               // a primary on a timeline older than one already promoted: split brain
 	Unverified               // a standby on an older timeline, not yet known to be on the primary's history
+	WentBack                 // a replica that restarted behind what it had replayed before
 )
 
 func (e Status) String() string {
 	return [...]string{"usable", "down", "not a replica", "lagging", "off the primary's history",
-		"superseded primary (split brain)", "not yet known to be on the primary's history"}[e]
+		"superseded primary (split brain)", "not yet known to be on the primary's history",
+		"went back in time: restarted behind what it had replayed"}[e]
 }
 
 // Health is what the tracker last saw of one node.
@@ -49,9 +51,15 @@ type Health struct {
 	// known; Lag is then only a lower bound, and the replica gets no reads
 	// until it replays past that first position.
 	LagUnknown bool
-	Status     Status // whether the node gets reads, and if not why
-	CheckedAt  time.Time
-	Err        string
+	// Floor: the replica restarted (a new postmaster) replaying less than
+	// it had replayed before, on the same timeline — a crash that lost
+	// replayed WAL, or a data directory restored from an older copy. It
+	// gets no reads, in any strategy, until it replays past Floor again;
+	// 0 when it has.
+	Floor     uint64
+	Status    Status // whether the node gets reads, and if not why
+	CheckedAt time.Time
+	Err       string
 	// Patroni is what Patroni's REST API last said of the member, when the
 	// router discovers its nodes there (Config.PatroniURLs). Routing
 	// follows the node's own answers; this is shown beside them.

@@ -72,3 +72,29 @@ func (t *tracker) lagTime(replay uint64, at time.Time) (lag time.Duration, known
 	}
 	return 0, known
 }
+
+// noteReplay keeps what a standby has replayed across its restarts: a
+// standby that comes back (a new postmaster) behind what it replayed
+// before on the same timeline has gone back in time, and until it replays
+// past that again it serves data older than it did, which a session on it
+// may already have seen. h.Floor says so; publish excludes it. Called with
+// t.mu held, before m takes h.
+func (t *tracker) noteReplay(m *member, h *Health) {
+	if !h.Up || !h.InRecovery || h.TimelineGuessed && h.Timeline != m.replayedOn {
+		h.Floor = m.floor
+		return
+	}
+	switch {
+	case h.Timeline != m.replayedOn:
+		m.replayed, m.replayedOn, m.floor = h.Position, h.Timeline, 0 // a new history: nothing to compare
+	case h.Position < m.replayed && !h.started.Equal(m.health.started) && m.floor < m.replayed:
+		m.floor = m.replayed
+		t.r.log.Warn("a replica came back behind what it had replayed; no reads until it catches up",
+			"node", m.node.Name, "was", FormatLSN(m.replayed), "now", FormatLSN(h.Position))
+	case m.floor != 0 && h.Position >= m.floor:
+		m.floor = 0
+		t.r.log.Info("a replica that went back in time has caught up", "node", m.node.Name)
+	}
+	m.replayed = max(m.replayed, h.Position)
+	h.Floor = m.floor
+}

@@ -205,6 +205,7 @@ func (t *tracker) pollOnce(ctx context.Context, m *member) {
 		m.node.pool.Reset()
 	}
 	h.Patroni = old.Patroni // discovery's to set
+	t.noteReplay(m, &h)
 	m.setHealth(h)
 	t.choosePrimary()
 	if m == t.primary && h.Up && !h.InRecovery {

@@ -246,16 +246,17 @@ func TestCausalRefusesAReplicaThatWentBack(t *testing.T) {
 	}
 	t.Logf("replica1 served up to %s (5 notes) before the crash, restarted at %s (%d notes)",
 		dbrouter.FormatLSN(before), dbrouter.FormatLSN(after), there)
-	testcluster.Eventually(t, 10*time.Second, "the router to see replica1 back, usable", func() bool {
+	// The tracker sees it back behind what it had replayed: it gets no
+	// reads from any strategy until it replays past that again.
+	testcluster.Eventually(t, 10*time.Second, "the router to see replica1 back, gone back in time", func() bool {
 		h := health(r, "replica1")
-		return h.Up && h.Status == dbrouter.Usable && h.Position == after
+		return h.Up && h.Status == dbrouter.WentBack && h.Position == after
 	})
 
-	// Each session is turned away from replica1: by the plan, since the
-	// tracker sees its replay behind the session's token and lagging by
-	// more than the wait, or by the in-band check when the tracker has not
-	// caught up yet (TestCausalReadYourWritesWithReplayPaused covers that
-	// path alone). Either way the primary answers, for a lagging replica.
+	// Each session is turned away from replica1 by the plan; were the
+	// tracker not to have seen it yet, the in-band check would
+	// (TestCausalReadYourWritesWithReplayPaused covers that path alone).
+	// Either way the primary answers, for a replica that falls short.
 	for _, s := range []struct {
 		name string
 		ctx  context.Context

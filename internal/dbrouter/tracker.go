@@ -51,6 +51,11 @@ type member struct {
 	// while it is down and cleared once it answers as a standby: a
 	// promoted node that crashed still fences the timelines below its own.
 	claim uint32
+	// replayed is the furthest a standby was seen to replay on timeline
+	// replayedOn, and floor what a restart behind it must replay past
+	// before the node gets reads again (see noteReplay).
+	replayed, floor uint64
+	replayedOn      uint32
 	// received is the timeline its walreceiver last received, and
 	// receivedBy the postmaster start it was seen under: a standby's
 	// timeline while its walreceiver is down (see Health.Timeline).
@@ -280,6 +285,10 @@ func (t *tracker) publish(now time.Time) {
 		}
 		if s := offHistory(hist, n); s != Usable {
 			n.Status = s
+			continue
+		}
+		if n.Floor != 0 && n.Position < n.Floor {
+			n.Status = WentBack
 			continue
 		}
 		if ref > n.Position {

@@ -280,6 +280,8 @@ func nodeWords(h dbrouter.Health, primary bool, pausedSince time.Time, sinceKnow
 		gets = "no: it replayed WAL the new primary never had (a write lost in a failover); rewind or rebuild it"
 	case dbrouter.Superseded:
 		gets = "no: it still takes writes on an older timeline than the primary's (split brain); rewind it into a standby"
+	case dbrouter.WentBack:
+		gets = "no: it restarted behind what it had replayed (a crash, or an older copy of its data); it gets reads once it has replayed past that again"
 	case dbrouter.Unverified:
 		gets = "no: it is on an older timeline, and not yet known to be on the new primary's history; it gets reads once it follows the primary"
 	}
