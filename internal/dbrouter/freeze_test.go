@@ -109,3 +109,76 @@ func TestFrozenPrimaryHoldsNoRequestPastTheTimeout(t *testing.T) {
 	thawOnce()
 	testcluster.Eventually(t, 10*time.Second, "writes again after the thaw", func() bool { return r.Writable() })
 }
+
+// TestHungReplicaSlowsNoPage: replica1 hangs (SIGSTOP) for 8 s under 8
+// readers, random and causal. Reads in flight there, and those routed
+// there before the tracker notices, give up after the read timeout (2 s,
+// the default) and move to another node: no read fails, none takes 3 s.
+// (Before the read timeout: the slowest waited the node timeout, 5 s;
+// before any bound, the whole 8 s.)
+func TestHungReplicaSlowsNoPage(t *testing.T) {
+	c := testcluster.Get(t)
+	ctx := context.Background()
+	r := causalRouter(t, c, dbrouter.Config{})
+	table := newTable(t, r)
+	insert(t, ctx, r, table, 95, "before")
+	waitReplicated(t)
+
+	var mu sync.Mutex
+	var slowest time.Duration
+	var reads, failed int
+	var firstErr error
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := []dbrouter.Strategy{dbrouter.Random, dbrouter.Causal}[i%2]
+			st := &dbrouter.State{Session: uint64(400 + i)}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				began := time.Now()
+				err := r.ReadWith(dbrouter.WithState(ctx, st), s, dbrouter.Shared, func(b *pgx.Batch) {
+					b.Queue("SELECT count(*) FROM " + table).QueryRow(func(row pgx.Row) error { var n int; return row.Scan(&n) })
+				})
+				took := time.Since(began)
+				mu.Lock()
+				reads++
+				slowest = max(slowest, took)
+				if err != nil {
+					failed++
+					if firstErr == nil {
+						firstErr = err
+					}
+				}
+				mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond) // readers on every node, replica1 included
+	thaw, err := c.Freeze(ctx, "replica1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	thawOnce := func() { once.Do(func() { thaw() }) }
+	t.Cleanup(thawOnce)
+	time.Sleep(8 * time.Second) // the hang, under load
+	thawOnce()
+	testcluster.Eventually(t, 10*time.Second, "replica1 usable again", func() bool { return health(r, "replica1").Status == dbrouter.Usable })
+	close(stop)
+	wg.Wait()
+	t.Logf("%d reads through an 8 s hang of replica1: %d failed (%v), the slowest %s", reads, failed, firstErr, slowest.Round(time.Millisecond))
+	if failed > 0 {
+		t.Errorf("%d reads failed (first: %v)", failed, firstErr)
+	}
+	if slowest >= 3*time.Second {
+		t.Errorf("the slowest read took %s; want under 3 s", slowest.Round(time.Millisecond))
+	}
+}

@@ -482,31 +482,9 @@ func TestDeadPatroniAgentTakesNoWrites(t *testing.T) {
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, c.PrimaryURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT id FROM "+table)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		t.Fatal(err)
-	}
-	kept := map[int64]bool{}
-	for _, id := range ids {
-		kept[id] = true
-	}
 	// The replicas stream from the old primary until one is promoted, so
 	// what it took before the router noticed is on the new leader too.
-	lost := 0
-	for id := range acks {
-		if !kept[id] {
-			lost++
-		}
-	}
+	lost := missing(acks, idsOn(t, c.PrimaryURL(), table))
 	t.Logf("%d writes acknowledged; new leader %s; the router stopped writing to %s within %d issued writes of the agent's death",
 		len(acks), newLeader.Member, leader, stopped-killed)
 	if lost > 0 {
@@ -623,29 +601,7 @@ func TestHungPatroniLeaderLosesNoWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, c.URL(n))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT id FROM "+table)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		t.Fatal(err)
-	}
-	kept := map[int64]bool{}
-	for _, id := range ids {
-		kept[id] = true
-	}
-	lost := 0
-	for id := range acks {
-		if !kept[id] {
-			lost++
-		}
-	}
+	lost := missing(acks, idsOn(t, c.URL(n), table))
 	t.Logf("hung %s: a replica took writes %.1fs after the hang; %d writes acknowledged, %d lost; %d reads, %d failed (%v); final leader %s",
 		leader, promotedAfter.Seconds(), len(acks), lost, reads.Load(), failedReads.Load(), firstReadErr.Load(), final)
 	if lost > 0 {

@@ -2,7 +2,6 @@ package dbrouter_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -44,17 +43,7 @@ func TestCommitWhoseContextEndsIsAnUnknownOutcome(t *testing.T) {
 		return leader.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep' LIMIT 1`).Scan(&pid) == nil
 	})
 	cancel()
-	err := <-done
-	if !errors.Is(err, dbrouter.ErrOutcomeUnknown) {
-		t.Fatalf("Write whose context ended during COMMIT: %v; want ErrOutcomeUnknown", err)
-	}
-	if st.Token.LSN != dbrouter.UnknownLSN {
-		t.Fatalf("token %v after an unknown outcome; want the unknown position", st.Token)
-	}
-	n, node := count(t, sctx, r, dbrouter.Causal, dbrouter.Own, table, 98)
-	if node != "primary" || n != 1 {
-		t.Fatalf("the next read saw %d rows on %s; want the durable row, from the primary", n, node)
-	}
+	checkUnknownOutcome(t, sctx, r, <-done, st, table, 98)
 }
 
 // TestCausalPrimaryReadSurvivesADroppedConnection: a causal read that

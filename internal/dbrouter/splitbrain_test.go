@@ -63,7 +63,42 @@ func (w *ackWriters) finish() map[int64]string {
 	return w.acks
 }
 
-// acked reports whether some write member took was acknowledged.
+// idsOn returns the ids the table holds on the node at url.
+func idsOn(t *testing.T, url, table string) map[int64]bool {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT id FROM "+table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := make(map[int64]bool, len(ids))
+	for _, id := range ids {
+		kept[id] = true
+	}
+	return kept
+}
+
+// missing counts the acknowledged ids kept lacks.
+func missing(acks map[int64]string, kept map[int64]bool) int {
+	n := 0
+	for id := range acks {
+		if !kept[id] {
+			n++
+		}
+	}
+	return n
+}
+
+// ackedOn counts the acknowledged writes member took.
 func (w *ackWriters) ackedOn(member string) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -161,23 +196,7 @@ func TestSplitBrainTakesNoWriteOnTheOldPrimary(t *testing.T) {
 	acks := w.finish()
 
 	// Every acknowledged write must be on replica1.
-	kept := map[int64]bool{}
-	conn, err := pgx.Connect(ctx, c.URL(nodes[1]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT id FROM "+table)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range ids {
-		kept[id] = true
-	}
+	kept := idsOn(t, c.URL(nodes[1]), table)
 	lost, crashed := 0, 0
 	for id := range acks {
 		switch {
