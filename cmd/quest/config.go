@@ -50,7 +50,6 @@ type config struct {
 	PollInterval time.Duration
 	MaxLag       time.Duration
 	NodeTimeout  time.Duration
-	ReadTimeout  time.Duration
 	MaxLagMB     int64
 	LoginLimit   int
 	SignupLimit  int
@@ -103,7 +102,6 @@ func (e environment) addFlags(fs *flag.FlagSet, cfg *config, groups flagGroup) {
 		fs.DurationVar(&cfg.MaxLag, "max-lag", 30*time.Second, "a replica further behind than this gets no reads")
 		fs.Int64Var(&cfg.MaxLagMB, "max-lag-mb", 64, "a replica further behind than this many MB gets no reads")
 		fs.DurationVar(&cfg.NodeTimeout, "node-timeout", 5*time.Second, "how long one read or write waits for a node that stopped answering\nbefore the read moves to another node and the write gives up")
-		fs.DurationVar(&cfg.ReadTimeout, "read-timeout", 2*time.Second, "how long one read waits for a replica (a pooled connection and its answer)\nbefore it moves to another node; at most --node-timeout")
 		fs.StringVar(&cfg.LeverURL, "lever-url", e.getenv("QUEST_LEVER_URL"),
 			"the lever role's URL, postgres://quest_lever:PASSWORD@host:port/quest ($QUEST_LEVER_URL): /lab pauses,\nresumes and delays replay through it on a cluster serve does not manage; each replica's host and port\nreplace the URL's own")
 		fs.StringVar(&cfg.flagPatroni, "patroni-url", "", "comma-separated Patroni REST API URLs, any member's (default $QUEST_PATRONI_URL):\nthe nodes are then Patroni's members, followed as they come and go")
@@ -122,8 +120,8 @@ func (e environment) resolve(cfg *config) error {
 			return err
 		}
 		cfg.Strategy = s
-		if cfg.TimedDelay <= 0 || cfg.PollInterval <= 0 || cfg.MaxLag <= 0 || cfg.NodeTimeout <= 0 || cfg.ReadTimeout <= 0 || cfg.MaxLagMB <= 0 || cfg.LoginLimit <= 0 || cfg.SignupLimit <= 0 {
-			return fmt.Errorf("--timed-delay, --poll-interval, --max-lag, --max-lag-mb, --node-timeout, --read-timeout, --login-limit and --signup-limit must be positive")
+		if cfg.TimedDelay <= 0 || cfg.PollInterval <= 0 || cfg.MaxLag <= 0 || cfg.NodeTimeout <= 0 || cfg.MaxLagMB <= 0 || cfg.LoginLimit <= 0 || cfg.SignupLimit <= 0 {
+			return fmt.Errorf("--timed-delay, --poll-interval, --max-lag, --max-lag-mb, --node-timeout, --login-limit and --signup-limit must be positive")
 		}
 	}
 	if cfg.groups&serveFlags != 0 {

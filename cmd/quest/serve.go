@@ -48,7 +48,6 @@ func (e environment) serve(ctx context.Context, args []string) error {
 			PollInterval: cfg.PollInterval,
 			MaxLag:       cfg.MaxLag,
 			NodeTimeout:  cfg.NodeTimeout,
-			ReadTimeout:  cfg.ReadTimeout,
 			MaxLagBytes:  cfg.MaxLagMB << 20,
 			PatroniURLs:  cfg.PatroniURLs,
 		},

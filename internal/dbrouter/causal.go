@@ -211,7 +211,7 @@ func (r *Router) readCausal(ctx context.Context, st *State, s Strategy, intent I
 // server must still be a standby: a replica that went back, or was
 // promoted, does not answer.
 func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, node *Node, h *Health, fn ReadFunc, d *Decision) (ok bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, r.readTimeout)
+	ctx, cancel := context.WithTimeout(ctx, r.nodeTimeout)
 	defer cancel()
 	conn, err := node.pool.Acquire(ctx)
 	if err != nil {
@@ -262,7 +262,7 @@ func (r *Router) causalOnReplica(ctx context.Context, st *State, token Token, no
 // position. The page says the data may be stale.
 func (r *Router) causalStale(ctx context.Context, st *State, node *Node, fn ReadFunc, d *Decision) error {
 	var last *string
-	b, err := r.readOn(ctx, node, r.readTimeout, func(b *pgx.Batch) {
+	b, err := r.readOn(ctx, node, func(b *pgx.Batch) {
 		fn(b)
 		b.Queue(replayQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&last) })
 	})
@@ -280,7 +280,7 @@ func (r *Router) causalStale(ctx context.Context, st *State, node *Node, fn Read
 // covers every commit the data could show, asynchronous ones included.
 func (r *Router) causalOnPrimary(ctx context.Context, st *State, node *Node, fn ReadFunc, d *Decision) error {
 	var pos string
-	b, err := r.readOn(ctx, node, r.nodeTimeout, func(b *pgx.Batch) {
+	b, err := r.readOn(ctx, node, func(b *pgx.Batch) {
 		fn(b)
 		b.Queue(insertQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&pos) })
 	})

@@ -71,7 +71,7 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 		i := int(p.nodes[k])
 		node := snap.members[i]
 		var b *pgx.Batch
-		b, err = r.readOn(ctx, node, r.attemptTimeout(i), fn)
+		b, err = r.readOn(ctx, node, fn)
 		if err == nil && b.Len() == 0 {
 			return nil
 		}
@@ -92,19 +92,10 @@ func (r *Router) ReadWith(ctx context.Context, s Strategy, intent Intent, fn Rea
 	return unavailable(err)
 }
 
-// attemptTimeout bounds one read on slot i: ReadTimeout on a replica,
-// NodeTimeout on the primary, the last resort.
-func (r *Router) attemptTimeout(i int) time.Duration {
-	if i == 0 {
-		return r.nodeTimeout
-	}
-	return r.readTimeout
-}
-
-// readOn runs a read's batch on one of node's connections, within
-// timeout, and returns the batch that ran.
-func (r *Router) readOn(ctx context.Context, node *Node, timeout time.Duration, build func(*pgx.Batch)) (*pgx.Batch, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+// readOn runs a read's batch on one of node's connections, within the
+// node timeout, and returns the batch that ran.
+func (r *Router) readOn(ctx context.Context, node *Node, build func(*pgx.Batch)) (*pgx.Batch, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.nodeTimeout)
 	defer cancel()
 	conn, err := node.pool.Acquire(ctx)
 	if err != nil {

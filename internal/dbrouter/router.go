@@ -51,11 +51,6 @@ type Config struct {
 	// write timeout, and long past the tracker's own verdict (its probe
 	// gives up after max(10 polls, 1 s) and marks the node down).
 	NodeTimeout time.Duration
-	// ReadTimeout bounds one read on a replica instead: it waits at most
-	// this long for a pooled connection and its answer, then moves on to
-	// the next node (or the primary), so a replica that hangs or is
-	// saturated delays a page by this much at most. Default 2 s.
-	ReadTimeout time.Duration
 
 	// CausalWait bounds how long a causal read waits, in-band on a replica,
 	// for the session's position; default 20 ms.
@@ -113,7 +108,6 @@ type Router struct {
 	causalWait  time.Duration
 	preferFresh time.Duration
 	nodeTimeout time.Duration
-	readTimeout time.Duration
 	maxConns    int32
 	// pollInterval bounds the error of the tracker's lag estimate.
 	pollInterval time.Duration
@@ -152,7 +146,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("dbrouter: unknown strategy %d", cfg.Strategy)
 	}
 	cfg = withDefaults(cfg)
-	r := &Router{timedDelay: cfg.TimedDelay, causalWait: cfg.CausalWait, preferFresh: cfg.PreferFresh, nodeTimeout: cfg.NodeTimeout, readTimeout: cfg.ReadTimeout,
+	r := &Router{timedDelay: cfg.TimedDelay, causalWait: cfg.CausalWait, preferFresh: cfg.PreferFresh, nodeTimeout: cfg.NodeTimeout,
 		pollInterval: cfg.PollInterval, log: cfg.Logger, rand: cfg.Rand, maxConns: cfg.MaxConns}
 	r.strategy.Store(uint32(cfg.Strategy))
 	t := &tracker{r: r, interval: cfg.PollInterval, maxBytes: cfg.MaxLagBytes, maxLag: cfg.MaxLag}
@@ -271,10 +265,6 @@ func withDefaults(cfg Config) Config {
 	if cfg.NodeTimeout <= 0 {
 		cfg.NodeTimeout = 5 * time.Second
 	}
-	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = 2 * time.Second
-	}
-	cfg.ReadTimeout = min(cfg.ReadTimeout, cfg.NodeTimeout)
 	if cfg.CausalWait <= 0 {
 		cfg.CausalWait = 20 * time.Millisecond
 	}
