@@ -54,13 +54,19 @@ func (c *Cluster) stopAll(ctx context.Context, immediate bool) error {
 // stopNode signals a node's postmaster (SIGINT: fast shutdown, SIGQUIT:
 // immediate) and waits until it is gone. A node already down is no error.
 func (c *Cluster) stopNode(ctx context.Context, n Node, immediate bool) error {
-	pid := c.runningPID(n)
-	if pid == 0 {
-		return nil
-	}
 	thaw(processesIn(n.DataDir)) // a frozen server (Freeze) would never act on the signal
-	if err := signalAndWait(ctx, pid, immediate); err != nil {
-		return fmt.Errorf("stop %s: %w", n.Name, err)
+	if pid := c.runningPID(n); pid != 0 {
+		if err := signalAndWait(ctx, pid, immediate); err != nil {
+			return fmt.Errorf("stop %s: %w", n.Name, err)
+		}
+	}
+	// A postmaster its postmaster.pid does not name — one Patroni was
+	// starting when it was stopped, before the file was written — is
+	// found by its working directory, and stopped the same way.
+	for _, pid := range postmastersIn(n.DataDir) {
+		if err := signalAndWait(ctx, pid, immediate); err != nil {
+			return fmt.Errorf("stop %s: %w", n.Name, err)
+		}
 	}
 	return nil
 }

@@ -196,6 +196,40 @@ func processesIn(dir string) []int {
 	return pids
 }
 
+// postmastersIn returns the live processes running in dir (see
+// processesIn) whose parent does not: the postmasters, not their children.
+func postmastersIn(dir string) []int {
+	pids := processesIn(dir)
+	in := make(map[int]bool, len(pids))
+	for _, pid := range pids {
+		in[pid] = true
+	}
+	var out []int
+	for _, pid := range pids {
+		if !in[parentPID(pid)] {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// parentPID reads pid's parent from /proc; 0 when it cannot.
+func parentPID(pid int) int {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// "pid (comm) state ppid …": comm may hold spaces and parentheses.
+	s := string(stat)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		if f := strings.Fields(s[i+1:]); len(f) >= 2 {
+			ppid, _ := strconv.Atoi(f[1])
+			return ppid
+		}
+	}
+	return 0
+}
+
 // clearStaleLock removes a data directory's postmaster.pid left by a
 // postmaster that was killed, once every process of the old server has
 // exited. PostgreSQL itself would refuse to start while the dead

@@ -36,14 +36,6 @@ func TestMistakenPromotionIsUndoneWithoutARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	replica1, replica2 := nodes[1].Name, nodes[2].Name
-	member := func(name string) dbrouter.Health {
-		for _, h := range r.Health() {
-			if h.Member == name {
-				return h
-			}
-		}
-		return dbrouter.Health{}
-	}
 	table := newTableOn(t, r)
 	kept := &dbrouter.State{Session: 1}
 	writeAs(t, r, kept, table, 1)
@@ -58,15 +50,15 @@ func TestMistakenPromotionIsUndoneWithoutARestart(t *testing.T) {
 	testcluster.Eventually(t, 10*time.Second, "writes go to replica2", func() bool { return r.Health()[0].Member == replica2 })
 	lost := &dbrouter.State{Session: 2}
 	writeAs(t, r, lost, table, 2)
-	if r.SplitBrain() == "" || member(leader).Status != dbrouter.Superseded {
-		t.Fatalf("after the mistaken promotion: split brain %q, the leader %v", r.SplitBrain(), member(leader).Status)
+	if r.SplitBrain() == "" || memberHealth(r, leader).Status != dbrouter.Superseded {
+		t.Fatalf("after the mistaken promotion: split brain %q, the leader %v", r.SplitBrain(), memberHealth(r, leader).Status)
 	}
 
 	// replica2 is stopped: no write anywhere, since it may come back.
 	if err := c.Stop(ctx, replica2, false); err != nil {
 		t.Fatal(err)
 	}
-	testcluster.Eventually(t, 5*time.Second, "the router sees replica2 down", func() bool { return !member(replica2).Up })
+	testcluster.Eventually(t, 5*time.Second, "the router sees replica2 down", func() bool { return !memberHealth(r, replica2).Up })
 	if err := r.Write(ctx, func(pgx.Tx) error { return nil }); !errors.Is(err, dbrouter.ErrSplitBrain) {
 		t.Fatalf("a write with replica2 down: %v, want a split brain refusal", err)
 	}
@@ -83,8 +75,8 @@ func TestMistakenPromotionIsUndoneWithoutARestart(t *testing.T) {
 	})
 	again := &dbrouter.State{Session: 3}
 	writeAs(t, r, again, table, 3)
-	testcluster.Eventually(t, 10*time.Second, "replica1 gets reads again", func() bool { return member(replica1).Status == dbrouter.Usable })
-	if s := member(replica2).Status; s != dbrouter.Diverged {
+	testcluster.Eventually(t, 10*time.Second, "replica1 gets reads again", func() bool { return memberHealth(r, replica1).Status == dbrouter.Usable })
+	if s := memberHealth(r, replica2).Status; s != dbrouter.Diverged {
 		t.Errorf("replica2, a standby holding timeline 2's WAL, is %v; want %v until it is rewound", s, dbrouter.Diverged)
 	}
 	if n, d := readOwner(t, r, dbrouter.Causal, lost, table, 2); !d.Lost || n != 0 {

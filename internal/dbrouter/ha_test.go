@@ -16,6 +16,7 @@ import (
 
 	"quest/internal/cluster"
 	"quest/internal/dbrouter"
+	"quest/internal/poll"
 	"quest/internal/store"
 	"quest/internal/testcluster"
 )
@@ -352,6 +353,28 @@ func TestRouterHAFailover(t *testing.T) {
 	}
 }
 
+// settle waits, up to a minute, until Patroni says every member runs, so
+// that the test's clean-up does not stop a member Patroni is restarting
+// (after a demotion or a rewind); it only logs when they do not.
+func settle(t *testing.T, ctx context.Context, c *cluster.Cluster) {
+	t.Helper()
+	err := poll.Until(ctx, time.Minute, 200*time.Millisecond, "every member to run", func(ctx context.Context) (bool, error) {
+		ms, err := c.Members(ctx)
+		if err != nil {
+			return false, nil
+		}
+		for _, m := range ms {
+			if !m.Running() {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Logf("the cluster did not settle before the clean-up: %v", err)
+	}
+}
+
 // haCluster brings up a Patroni cluster of three members (quest cluster
 // up --ha), migrated, for the test, and tears it down after, checking that no
 // process of it outlives the test. see records the cluster's current
@@ -428,21 +451,8 @@ func TestDeadPatroniAgentTakesNoWrites(t *testing.T) {
 		PollInterval: 50 * time.Millisecond, DiscoverInterval: 200 * time.Millisecond,
 	})
 	const table = "acks_agent"
-	if err := r.Write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, "CREATE TABLE "+table+" (id bigint PRIMARY KEY)")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
 	leader := r.Health()[0].Member
-	w := startAckWriters(r, table, 4)
-	defer func() {
-		select {
-		case <-w.stop:
-		default:
-			w.finish()
-		}
-	}()
+	w := startAckWriters(t, r, table, 4)
 	testcluster.Eventually(t, 10*time.Second, "writes on the leader", func() bool { return w.ackedOn(leader) > 100 })
 
 	ms, err := c.Members(ctx)
@@ -522,21 +532,8 @@ func TestHungPatroniLeaderLosesNoWrite(t *testing.T) {
 		PollInterval: 50 * time.Millisecond, DiscoverInterval: 200 * time.Millisecond, NodeTimeout: 2 * time.Second,
 	})
 	const table = "acks_hang"
-	if err := r.Write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, "CREATE TABLE "+table+" (id bigint PRIMARY KEY)")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
 	leader := r.Health()[0].Member
-	w := startAckWriters(r, table, 4)
-	defer func() {
-		select {
-		case <-w.stop:
-		default:
-			w.finish()
-		}
-	}()
+	w := startAckWriters(t, r, table, 4)
 	// Causal readers: one session each, reading the table's size.
 	var reads, failedReads atomic.Int64
 	var firstReadErr atomic.Value
@@ -594,6 +591,7 @@ func TestHungPatroniLeaderLosesNoWrite(t *testing.T) {
 	acks := w.finish()
 	stopReads()
 	readers.Wait()
+	settle(t, ctx, c)
 	see()
 
 	final := r.Health()[0].Member

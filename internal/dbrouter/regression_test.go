@@ -99,6 +99,8 @@ func TestTimelineRegressionIsToldAndRecovered(t *testing.T) {
 			t.Errorf("the demoted %s is %v: want usable once rewound, or off the primary's history until then", promoted, h.Status)
 		}
 	}
+	settle(t, ctx, c)
+	see()
 	if n, d := readOwner(t, r, dbrouter.Causal, st, table, 3); n != 1 {
 		t.Errorf("a write after the regression (token %+v): read %d notes, decision %+v; health %+v", st.Token, n, d, r.Health())
 		for _, name := range []string{"node1", "node2", "node3"} {

@@ -21,11 +21,23 @@ type ackWriters struct {
 	mu   sync.Mutex
 	acks map[int64]string // id → member that took it
 	stop chan struct{}
+	once sync.Once
 	done sync.WaitGroup
 }
 
-func startAckWriters(r *dbrouter.Router, table string, n int) *ackWriters {
+// startAckWriters creates table and starts n writers on it; they stop at
+// finish, or when the test ends.
+func startAckWriters(t *testing.T, r *dbrouter.Router, table string, n int) *ackWriters {
+	t.Helper()
+	ctx := context.Background()
+	if err := r.Write(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "CREATE TABLE "+table+" (id bigint PRIMARY KEY)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	w := &ackWriters{acks: map[int64]string{}, stop: make(chan struct{})}
+	t.Cleanup(func() { w.finish() })
 	for range n {
 		w.done.Add(1)
 		go func() {
@@ -57,10 +69,22 @@ func startAckWriters(r *dbrouter.Router, table string, n int) *ackWriters {
 	return w
 }
 
+// finish stops the writers and returns what they had acknowledged.
 func (w *ackWriters) finish() map[int64]string {
-	close(w.stop)
+	w.once.Do(func() { close(w.stop) })
 	w.done.Wait()
 	return w.acks
+}
+
+// memberHealth returns the router's view of the member called name (its
+// own name, whatever its role), or the zero Health if it has none.
+func memberHealth(r *dbrouter.Router, name string) dbrouter.Health {
+	for _, h := range r.Health() {
+		if h.Member == name {
+			return h
+		}
+	}
+	return dbrouter.Health{}
 }
 
 // idsOn returns the ids the table holds on the node at url.
@@ -123,32 +147,11 @@ func TestSplitBrainTakesNoWriteOnTheOldPrimary(t *testing.T) {
 	ctx := context.Background()
 	nodes := c.Nodes() // leader, replica1, replica2
 	r := loggedRouter(t, ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), PollInterval: 50 * time.Millisecond})
-	member := func(name string) dbrouter.Health {
-		for _, h := range r.Health() {
-			if h.Member == name {
-				return h
-			}
-		}
-		return dbrouter.Health{}
-	}
 	const table = "acks_split"
-	if err := r.Write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, "CREATE TABLE "+table+" (id bigint PRIMARY KEY)")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	w := startAckWriters(t, r, table, 4)
 	if err := c.WaitCaughtUp(ctx, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	w := startAckWriters(r, table, 4)
-	defer func() {
-		select {
-		case <-w.stop:
-		default:
-			w.finish()
-		}
-	}()
 	leader, err := dbrouter.NodeName(c.PrimaryURL())
 	if err != nil {
 		t.Fatal(err)
@@ -174,11 +177,11 @@ func TestSplitBrainTakesNoWriteOnTheOldPrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	testcluster.Eventually(t, 10*time.Second, "the router sees the old leader as a primary again", func() bool {
-		h := member(leader)
+		h := memberHealth(r, leader)
 		return h.Up && !h.InRecovery
 	})
 	testcluster.Eventually(t, 5*time.Second, "a split brain on the status pages", func() bool { return r.SplitBrain() != "" })
-	if h := member(leader); h.Status != dbrouter.Superseded {
+	if h := memberHealth(r, leader); h.Status != dbrouter.Superseded {
 		t.Errorf("the old leader is %v, want %v", h.Status, dbrouter.Superseded)
 	}
 
@@ -187,7 +190,7 @@ func TestSplitBrainTakesNoWriteOnTheOldPrimary(t *testing.T) {
 	if err := c.Stop(ctx, replica1, true); err != nil {
 		t.Fatal(err)
 	}
-	testcluster.Eventually(t, 5*time.Second, "the router sees replica1 down", func() bool { return !member(replica1).Up })
+	testcluster.Eventually(t, 5*time.Second, "the router sees replica1 down", func() bool { return !memberHealth(r, replica1).Up })
 	time.Sleep(time.Second) // the writers keep trying meanwhile
 	if err := c.Start(ctx, replica1); err != nil {
 		t.Fatal(err)

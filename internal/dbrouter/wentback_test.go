@@ -28,14 +28,6 @@ func TestReplicaRestoredFromAnOlderCopyGetsNoReads(t *testing.T) {
 	nodes := c.Nodes() // leader, replica1, replica2
 	replica1 := nodes[1]
 	r := loggedRouter(t, ctx, dbrouter.Config{PrimaryURL: c.PrimaryURL(), ReplicaURLs: c.ReplicaURLs(), PollInterval: 50 * time.Millisecond})
-	member := func(name string) dbrouter.Health {
-		for _, h := range r.Health() {
-			if h.Member == name {
-				return h
-			}
-		}
-		return dbrouter.Health{}
-	}
 	table := newTableOn(t, r)
 	writeAs(t, r, &dbrouter.State{}, table, 1)
 	if err := c.WaitCaughtUp(ctx, 15*time.Second); err != nil {
@@ -58,7 +50,7 @@ func TestReplicaRestoredFromAnOlderCopyGetsNoReads(t *testing.T) {
 	if err := c.WaitCaughtUp(ctx, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	testcluster.Eventually(t, 5*time.Second, "replica1 usable", func() bool { return member(replica1.Name).Status == dbrouter.Usable })
+	testcluster.Eventually(t, 5*time.Second, "replica1 usable", func() bool { return memberHealth(r, replica1.Name).Status == dbrouter.Usable })
 	var sessions []uint64
 	for id := uint64(1); len(sessions) < 40; id++ {
 		if dbrouter.StickyNode(r, id) == replica1.Name {
@@ -70,7 +62,7 @@ func TestReplicaRestoredFromAnOlderCopyGetsNoReads(t *testing.T) {
 			t.Fatalf("session %d before the swap: %d rows from %s", id, n, d.Member)
 		}
 	}
-	before := member(replica1.Name).Position
+	before := memberHealth(r, replica1.Name).Position
 
 	// The swap: the older copy, with a long apply delay.
 	if err := c.Stop(ctx, replica1.Name, false); err != nil {
@@ -92,7 +84,7 @@ func TestReplicaRestoredFromAnOlderCopyGetsNoReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	testcluster.Eventually(t, 10*time.Second, "the router sees replica1 back, behind", func() bool {
-		h := member(replica1.Name)
+		h := memberHealth(r, replica1.Name)
 		return h.Up && h.Position < before
 	})
 	short := 0
@@ -101,7 +93,7 @@ func TestReplicaRestoredFromAnOlderCopyGetsNoReads(t *testing.T) {
 			short++
 		}
 	}
-	if h := member(replica1.Name); h.Status != dbrouter.WentBack {
+	if h := memberHealth(r, replica1.Name); h.Status != dbrouter.WentBack {
 		t.Errorf("replica1, restarted behind where it was, is %v; want %v", h.Status, dbrouter.WentBack)
 	}
 	if short > 0 {
