@@ -14,3 +14,11 @@ func StickyNode(r *Router, session uint64) string {
 	r.decide(&State{Session: session}, Shared, Sticky, time.Now(), snap, &p)
 	return snap.nodes[p.nodes[0]].Name
 }
+
+// ForgeNewerTimeline moves r's history onto the next timeline, as a
+// promotion the tracker saw would, forking at end.
+func ForgeNewerTimeline(r *Router, end uint64) {
+	h := r.history.Load()
+	r.history.Store(&history{systemID: h.systemID, timeline: h.timeline + 1,
+		ends: map[uint32]uint64{h.timeline: end}, guessed: map[uint32]bool{}})
+}

@@ -79,3 +79,26 @@ func TestCausalPrimaryReadSurvivesADroppedConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteRacingAPromotionKeepsItsTimeline: a promotion is seen between a
+// write's COMMIT and the read of its position (the hook moves the router's
+// history onto the next timeline there). The write committed on the old
+// timeline, so its token must name the old one: stamped with the new, a
+// write that the old primary's rewind discards would look current, and
+// nobody would be told. (Before: stamped with the new timeline.)
+func TestWriteRacingAPromotionKeepsItsTimeline(t *testing.T) {
+	c := testcluster.Get(t)
+	ctx := context.Background()
+	r := newRouter(t, c, dbrouter.Config{})
+	table := newTable(t, r)
+	before := &dbrouter.State{Session: 94}
+	insert(t, dbrouter.WithState(ctx, before), r, table, 94, "before")
+	st := &dbrouter.State{Session: 94, Token: before.Token}
+	// The new timeline forks past everything here: the session's earlier
+	// position stays on it, and only the racing write's stamp is in question.
+	dbrouter.SetAfterCommit(r, func() { dbrouter.ForgeNewerTimeline(r, 1<<62) })
+	insert(t, dbrouter.WithState(ctx, st), r, table, 94, "racing")
+	if st.Token.Timeline != before.Token.Timeline || st.Token.LSN <= before.Token.LSN {
+		t.Fatalf("the racing write's token %+v (before it %+v); want its own position on timeline %d, where it committed", st.Token, before.Token, before.Token.Timeline)
+	}
+}

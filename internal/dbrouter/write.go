@@ -56,6 +56,10 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	if err := r.fenced(snap, StateFrom(ctx)); err != nil {
 		return err
 	}
+	// The write's position is stamped with the history fenced checked: a
+	// promotion seen while it runs must not make a write on the old
+	// timeline look like one on the new (resolve then judges it).
+	ctx = context.WithValue(ctx, historyKey{}, r.history.Load())
 	node := snap.members[0]
 	m, sent, err := r.writeOnce(ctx, node, fn, false)
 	if err != nil && serverRefused(err) {
@@ -92,6 +96,10 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	case serverRefused(err):
 		r.tracker.kick(node)
 		return fmt.Errorf("%w: %w", ErrBusy, err)
+	case isConnectTimeout(err):
+		// Overloaded or gone: the probe tells which.
+		r.tracker.kick(node)
+		return fmt.Errorf("%w: %w", ErrReadOnly, err)
 	case isConnectError(err):
 		r.tracker.markDown(node, err)
 		return fmt.Errorf("%w: %w", ErrReadOnly, err)
@@ -111,11 +119,21 @@ func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 		// on the primary, which settles the token) must still say that the
 		// earlier change may be gone. advance leaves a lost token alone.
 		lost = r.isLost(st)
-		r.advance(st, m.token.LSN)
+		if h := r.history.Load(); !lost && m.token.LSN != 0 && h != nil && h.timeline != m.token.Timeline {
+			// The history moved while the write ran: the session keeps the
+			// write's own stamp, which resolve judges against the new one.
+			st.Token, st.changed = m.token, true
+		} else {
+			r.advance(st, m.token.LSN)
+		}
 	}
 	r.record(ctx, node, Decision{Node: "primary", Member: node.Name, Strategy: r.StrategyFor(ctx), Reason: ReasonPrimaryOnly, Write: true, Lost: lost})
 	return nil
 }
+
+// historyKey carries, in a write's context, the history its position is
+// stamped with (see Write).
+type historyKey struct{}
 
 // writeWhileRefused runs the write again, backing off, for as long as the
 // primary refuses new connections and the node timeout allows: a pooled
@@ -228,7 +246,7 @@ func (r *Router) writeOnce(ctx context.Context, node *Node, fn func(pgx.Tx) erro
 		r.log.WarnContext(ctx, "write committed but its WAL position could not be read; the session reads from the primary until it can", "err", err)
 		lsn = UnknownLSN
 	}
-	if h := r.history.Load(); h != nil {
+	if h, _ := ctx.Value(historyKey{}).(*history); h != nil {
 		m.token = h.at(lsn)
 	}
 	return m, true, nil
